@@ -1,0 +1,59 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from api.runtime import Runtime, start_runtime
+from api.settings import Settings
+from api.version import version
+from storage import StorageError
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """An app on a runtime that is given (tests) or started and stopped by the app's lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        app.state.runtime = runtime or start_runtime(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.runtime.close()
+
+    app = FastAPI(title="afterlive", version=version(), lifespan=lifespan)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> JSONResponse:
+        """The store's and the catalog's status; 503 if either is down."""
+        rt: Runtime = app.state.runtime
+        store: dict[str, Any] = {
+            "endpoint": rt.store.config.endpoint_url,
+            "bucket": rt.store.bucket,
+            "embedded": rt.embedded is not None,
+        }
+        if rt.embedded is not None:
+            store |= {"pid": rt.embedded.pid, "restarts": rt.embedded.restarts}
+        catalog: dict[str, Any] = {"backend": rt.catalog.engine.dialect.name}
+        for status, probe in ((store, rt.store.ping), (catalog, rt.catalog.ping)):
+            t0 = time.perf_counter()
+            try:
+                probe()
+                status["ok"] = True
+            except StorageError as exc:
+                status |= {"ok": False, "error": str(exc)}
+            status["latency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        ok = store["ok"] and catalog["ok"]
+        body = {"status": "ok" if ok else "degraded", "version": version(),
+                "store": store, "catalog": catalog}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return app

@@ -1,0 +1,186 @@
+"""All configuration in one place: environment variables `AFTERLIVE_*`, plus the standard AWS ones
+for the store. Read once at the edge (CLI, app factory) and passed into constructors.
+
+A bad value fails at start with a message naming the environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.catalog import sqlite_url
+
+ENV_PREFIX = "AFTERLIVE_"
+_PLACEHOLDERS = {"changeme", "change-me", "change_me", "secret", "admin", "password", "token",
+                 "xxx", "todo", "placeholder", "example"}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$", re.IGNORECASE)
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message names the environment variable."""
+
+
+def _duration(value: Any) -> Any:
+    """Accept "24h", "90m", "20s", "1.5h", "250ms" or plain seconds, besides ISO 8601."""
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        number, unit = match.groups()
+        return timedelta(seconds=float(number) * _UNITS[unit.lower() if unit else None])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "afterlive"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    rtmp_port: int = Field(1935, ge=1, le=65535)
+    # The embedded store's S3 port (only used when no S3 endpoint is configured).
+    store_port: int = Field(8333, ge=1, le=65535)
+    bucket: str = "afterlive"
+    # Where players fetch media from, when a CDN or public bucket sits in front of the store.
+    public_media_base_url: str | None = None
+    retention: Duration = timedelta(hours=24)
+    reconnect_grace: Duration = timedelta(seconds=60)
+    segment_duration: float = Field(2.0, ge=0.5, le=30)
+    admin_token: SecretStr | None = None
+    database_url: str | None = None
+    log_level: str = "INFO"
+
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("AFTERLIVE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+    )
+    s3_access_key_id: str | None = Field(
+        None, validation_alias=AliasChoices("AFTERLIVE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("AFTERLIVE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+    s3_region: str = Field(
+        "us-east-1",
+        validation_alias=AliasChoices("AFTERLIVE_S3_REGION", "AWS_DEFAULT_REGION", "AWS_REGION"),
+    )
+    # Most self-hosted stores (MinIO, Ceph, SeaweedFS) want path-style URLs.
+    s3_path_style: bool = True
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET.match(value) or ".." in value:
+            raise ValueError("an S3 bucket name: 3-63 lowercase letters, digits, '-' or '.'")
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+    @field_validator("reconnect_grace")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _real_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if token.strip().lower() in _PLACEHOLDERS or len(token) < 16:
+            raise ValueError("is a placeholder or shorter than 16 characters; use a real secret")
+        return value
+
+    @field_validator("s3_endpoint_url", "public_media_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
+        return value.upper()
+
+    # -- derived ----------------------------------------------------------------------------------
+
+    @property
+    def embedded_store(self) -> bool:
+        """No endpoint configured: afterlive runs its own SeaweedFS."""
+        return self.s3_endpoint_url is None
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def catalog_url(self) -> str:
+        return self.database_url or sqlite_url(self.data_dir / "afterlive.db")
+
+    def ensure_admin_token(self) -> str:
+        """The configured admin token, or one generated once and kept in the data directory."""
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value()
+        path = self.data_dir / "admin_token"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        return token
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment; a bad value raises SettingsError naming its variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{_env_name(field)}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("invalid setting: " + "; ".join(problems)) from None
+
+
+def _env_name(field: str) -> str:
+    spec = Settings.model_fields.get(field)
+    alias = spec.validation_alias if spec else None
+    if isinstance(alias, AliasChoices):
+        return " or ".join(str(choice) for choice in alias.choices)
+    if field in Settings.model_fields:
+        return ENV_PREFIX + field.upper()
+    return field

@@ -1,0 +1,224 @@
+"""Catalog tables: what afterlive knows about creators, rooms, recordings and what was made of them.
+
+Portable SQL only (SQLite by default, PostgreSQL through the database URL): string ids made in
+Python, timestamps stored as naive UTC and handed back timezone-aware, JSON through SQLAlchemy's
+generic type.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def new_id() -> str:
+    """A short random id: unguessable enough for URLs, readable in logs."""
+    return secrets.token_hex(8)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, naive UTC in the database (SQLite drops offsets)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the catalog; pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Creator(Base):
+    __tablename__ = "creators"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Only a hash of the bearer token is kept; the token itself is shown once.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+
+    rooms: Mapped[list[Room]] = relationship(back_populates="creator")
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    creator_id: Mapped[str] = mapped_column(ForeignKey("creators.id"), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(10))  # "audio" | "video"
+    stream_key: Mapped[str] = mapped_column(String(100), unique=True)
+    key_rotated_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    creator: Mapped[Creator] = relationship(back_populates="rooms")
+    recordings: Mapped[list[Recording]] = relationship(back_populates="room")
+
+
+class Recording(Base):
+    __tablename__ = "recordings"
+    __table_args__ = (
+        Index("ix_recordings_status_started", "status", "started_at"),
+        Index("ix_recordings_expires", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.id"), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(10))
+    # "live" -> "ended" -> "expired" (or "taken_down")
+    status: Mapped[str] = mapped_column(String(12), default="live")
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[datetime | None]
+    object_count: Mapped[int] = mapped_column(Integer, default=0)
+    byte_count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    room: Mapped[Room] = relationship(back_populates="recordings")
+    renditions: Mapped[list[Rendition]] = relationship(
+        back_populates="recording", cascade="all, delete-orphan"
+    )
+
+
+class Rendition(Base):
+    __tablename__ = "renditions"
+    __table_args__ = (UniqueConstraint("recording_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), index=True)
+    name: Mapped[str] = mapped_column(String(40))  # "source", "audio", "720p", ...
+    codecs: Mapped[str] = mapped_column(String(100), default="")
+    bandwidth: Mapped[int] = mapped_column(Integer, default=0)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    playlist_key: Mapped[str] = mapped_column(String(500))
+
+    recording: Mapped[Recording] = relationship(back_populates="renditions")
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+    __table_args__ = (
+        UniqueConstraint("recording_id", "rendition", "sequence"),
+        Index("ix_segments_time", "recording_id", "rendition", "start_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"))
+    rendition: Mapped[str] = mapped_column(String(40))
+    sequence: Mapped[int] = mapped_column(Integer)
+    start_at: Mapped[datetime]
+    duration_s: Mapped[float] = mapped_column(Float)
+    discontinuity: Mapped[bool] = mapped_column(Boolean, default=False)
+    key: Mapped[str] = mapped_column(String(500))
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Clip(Base):
+    __tablename__ = "clips"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    creator_id: Mapped[str] = mapped_column(ForeignKey("creators.id"), index=True)
+    # The source stays named after it expires: the clip remembers where it came from.
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    prefix: Mapped[str] = mapped_column(String(500))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime]
+
+
+class Programme(Base):
+    __tablename__ = "programmes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    creator_id: Mapped[str] = mapped_column(ForeignKey("creators.id"), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(200), default="")
+    language: Mapped[str] = mapped_column(String(20), default="en")
+    explicit: Mapped[bool] = mapped_column(Boolean, default=False)
+    artwork_key: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+
+    episodes: Mapped[list[Episode]] = relationship(back_populates="programme")
+
+
+class Episode(Base):
+    __tablename__ = "episodes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    programme_id: Mapped[str] = mapped_column(ForeignKey("programmes.id"), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    audio_key: Mapped[str | None] = mapped_column(String(500))
+    audio_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    published_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    programme: Mapped[Programme] = relationship(back_populates="episodes")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(20))  # "clip" | "episode"
+    status: Mapped[str] = mapped_column(String(12), default="queued")  # running, done, failed
+    progress: Mapped[int] = mapped_column(Integer, default=0)  # 0-100
+    # A running job that reads a recording pins it against expiry.
+    recording_id: Mapped[str | None] = mapped_column(ForeignKey("recordings.id"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """Append-only: rows are inserted, never updated or deleted."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(200))  # "sweeper", "admin", "creator:<id>"
+    action: Mapped[str] = mapped_column(String(40))  # expire, hold, release, extend, takedown...
+    recording_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    objects_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_deleted: Mapped[int] = mapped_column(BigInteger, default=0)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

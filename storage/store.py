@@ -1,0 +1,392 @@
+"""The object store: any S3-compatible endpoint, behind a small API of bytes and keys.
+
+This is the only module of afterlive that imports boto3. Callers see `ObjectInfo`, bytes, keys and
+the exceptions of `storage.errors`, never a botocore type.
+
+Retries: botocore's "standard" retry mode already retries what is transient (connection errors,
+timeouts, 5xx, throttling) with capped exponential backoff and jitter; we configure it rather than
+write a second retry loop around it. What is left after the retries becomes a `StorageError` that
+names the operation and the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
+
+from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
+from storage.keys import kind_of
+
+log = logging.getLogger(__name__)
+
+# S3 caps DeleteObjects at 1,000 keys per request.
+DELETE_BATCH = 1000
+# S3's smallest part (except the last) is 5 MiB.
+MIN_PART_SIZE = 5 * 1024 * 1024
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    """Where the store is and how to talk to it. Built by the edge (settings), never read here."""
+
+    endpoint_url: str | None
+    access_key_id: str | None
+    secret_access_key: str | None
+    bucket: str
+    region: str = "us-east-1"
+    path_style: bool = True
+    multipart_threshold: int = 16 * 1024 * 1024
+    multipart_chunk_size: int = 8 * 1024 * 1024
+    max_attempts: int = 4
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 30.0
+    max_connections: int = 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str = ""
+    last_modified: datetime | None = None
+    content_type: str | None = None
+    cache_control: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class ObjectStore:
+    """One bucket of an S3-compatible store. Thread-safe: boto3 clients are."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        if config.multipart_chunk_size < MIN_PART_SIZE:
+            raise ValueError(f"multipart_chunk_size must be >= {MIN_PART_SIZE} bytes (S3 minimum)")
+        self.config = config
+        self.bucket = config.bucket
+        self._client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=config.endpoint_url,
+            aws_access_key_id=config.access_key_id,
+            aws_secret_access_key=config.secret_access_key,
+            region_name=config.region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path" if config.path_style else "auto"},
+                retries={"mode": "standard", "total_max_attempts": config.max_attempts},
+                connect_timeout=config.connect_timeout_s,
+                read_timeout=config.read_timeout_s,
+                max_pool_connections=config.max_connections,
+                # Only compute/validate checksums where S3 requires them: several S3-compatible
+                # servers reject or mishandle the newer default CRC trailers.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+        # Requests sent per operation and failures per operation, for metrics and tests.
+        self.requests: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self._transfer = TransferConfig(
+            multipart_threshold=config.multipart_threshold,
+            multipart_chunksize=config.multipart_chunk_size,
+            max_concurrency=4,
+        )
+
+    # -- bucket ---------------------------------------------------------------------------------
+
+    def ensure_bucket(self, *, cors_origins: Iterable[str] = ("*",)) -> None:
+        """Create the bucket if it is missing and allow browsers to GET media from it."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) not in _NOT_FOUND | {"NoSuchBucket"}:
+                raise self._error("head_bucket", "", exc) from exc
+            log.info("creating bucket %s", self.bucket)
+            try:
+                self._client.create_bucket(Bucket=self.bucket)
+            except ClientError as create_exc:
+                if _code(create_exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    raise self._error("create_bucket", "", create_exc) from create_exc
+        except BotoCoreError as exc:
+            raise self._error("head_bucket", "", exc) from exc
+        origins = list(cors_origins)
+        if origins:
+            self._call(
+                "put_bucket_cors",
+                "",
+                self._client.put_bucket_cors,
+                Bucket=self.bucket,
+                CORSConfiguration={
+                    "CORSRules": [
+                        {
+                            "AllowedOrigins": origins,
+                            "AllowedMethods": ["GET", "HEAD"],
+                            "AllowedHeaders": ["*"],
+                            "ExposeHeaders": ["ETag", "Content-Length", "Content-Range"],
+                            "MaxAgeSeconds": 3600,
+                        }
+                    ]
+                },
+            )
+
+    def cors_rules(self) -> list[dict]:
+        reply = self._call("get_bucket_cors", "", self._client.get_bucket_cors, Bucket=self.bucket)
+        return reply.get("CORSRules", [])
+
+    def ping(self) -> None:
+        """Raise unless the bucket answers."""
+        self._call("head_bucket", "", self._client.head_bucket, Bucket=self.bucket)
+
+    # -- write ----------------------------------------------------------------------------------
+
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> ObjectInfo:
+        kind = kind_of(key)
+        reply = self._call(
+            "put",
+            key,
+            self._client.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type or kind.content_type,
+            CacheControl=cache_control or kind.cache_control,
+            Metadata=metadata or {},
+        )
+        return ObjectInfo(key=key, size=len(data), etag=reply.get("ETag", "").strip('"'))
+
+    def put_file(
+        self,
+        key: str,
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+    ) -> ObjectInfo:
+        """Upload a file; multipart (parallel parts) at or above the configured threshold."""
+        path = Path(path)
+        size = path.stat().st_size
+        if size < self.config.multipart_threshold:
+            return self.put_bytes(
+                key, path.read_bytes(), content_type=content_type, cache_control=cache_control
+            )
+        kind = kind_of(key)
+        self._call(
+            "put_multipart",
+            key,
+            self._client.upload_file,
+            Filename=str(path),
+            Bucket=self.bucket,
+            Key=key,
+            ExtraArgs={
+                "ContentType": content_type or kind.content_type,
+                "CacheControl": cache_control or kind.cache_control,
+            },
+            Config=self._transfer,
+        )
+        # Never trust CompleteMultipartUpload's ETag (Ceph 16 answers it empty): ask the store.
+        info = self.head(key)
+        if info is None or info.size != size:
+            raise StorageError(f"put_multipart {key}: store holds {info and info.size} of {size} B")
+        return info
+
+    def copy(self, src_key: str, dst_key: str) -> ObjectInfo:
+        """Server-side copy; content type and cache policy travel with the object."""
+        reply = self._call(
+            "copy",
+            f"{src_key} -> {dst_key}",
+            self._client.copy_object,
+            Bucket=self.bucket,
+            Key=dst_key,
+            CopySource={"Bucket": self.bucket, "Key": src_key},
+            MetadataDirective="COPY",
+        )
+        etag = reply.get("CopyObjectResult", {}).get("ETag", "").strip('"')
+        info = self.head(dst_key)
+        if info is None:
+            raise StorageError(f"copy {src_key} -> {dst_key}: destination missing after copy")
+        return ObjectInfo(**{**info.__dict__, "etag": info.etag or etag})
+
+    # -- read -----------------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        reply = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=key)
+        return self._read_body("get", key, reply)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes start..end inclusive, as HTTP ranges count them."""
+        if start < 0 or end < start:
+            raise ValueError(f"bad range {start}-{end}")
+        reply = self._call(
+            "get_range",
+            key,
+            self._client.get_object,
+            Bucket=self.bucket,
+            Key=key,
+            Range=f"bytes={start}-{end}",
+        )
+        return self._read_body("get_range", key, reply)
+
+    def download(self, key: str, path: str | os.PathLike[str]) -> None:
+        self._call(
+            "download",
+            key,
+            self._client.download_file,
+            Bucket=self.bucket,
+            Key=key,
+            Filename=str(path),
+            Config=self._transfer,
+        )
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's facts, or None if it does not exist."""
+        try:
+            reply = self._call("head", key, self._client.head_object, Bucket=self.bucket, Key=key)
+        except ObjectNotFound:
+            return None
+        return ObjectInfo(
+            key=key,
+            size=reply["ContentLength"],
+            etag=reply.get("ETag", "").strip('"'),
+            last_modified=reply.get("LastModified"),
+            content_type=reply.get("ContentType"),
+            cache_control=reply.get("CacheControl"),
+            metadata=reply.get("Metadata", {}),
+        )
+
+    def list(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+        """Every object under a prefix, in key order, following continuation tokens."""
+        token: str | None = None
+        while True:
+            kwargs = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": page_size}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call("list", prefix, self._client.list_objects_v2, **kwargs)
+            for item in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=item["Key"],
+                    size=item["Size"],
+                    etag=item.get("ETag", "").strip('"'),
+                    last_modified=item.get("LastModified"),
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def presign_get(self, key: str, ttl_s: int) -> str:
+        """A URL anyone can GET for `ttl_s` seconds, with no other credentials."""
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        return self._call(
+            "presign",
+            key,
+            self._client.generate_presigned_url,
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key},
+            ExpiresIn=ttl_s,
+        )
+
+    # -- delete ---------------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self._client.delete_object, Bucket=self.bucket, Key=key)
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete keys in batches of 1,000; deleting a missing key succeeds (idempotent).
+
+        Returns how many keys were sent for deletion. Raises if the store refused any of them.
+        """
+        count = 0
+        batch: list[str] = []
+        for key in keys:
+            batch.append(key)
+            if len(batch) == DELETE_BATCH:
+                count += self._delete_batch(batch)
+                batch = []
+        if batch:
+            count += self._delete_batch(batch)
+        return count
+
+    def delete_prefix(self, prefix: str) -> tuple[int, int]:
+        """Delete everything under a prefix; returns (objects, bytes) deleted."""
+        if not prefix:
+            raise ValueError("refusing to delete the whole bucket")
+        total_bytes = 0
+
+        def keys() -> Iterator[str]:
+            nonlocal total_bytes
+            for info in self.list(prefix):
+                total_bytes += info.size
+                yield info.key
+
+        count = self.delete_many(keys())
+        return count, total_bytes
+
+    def _delete_batch(self, batch: list[str]) -> int:
+        reply = self._call(
+            "delete_many",
+            f"{batch[0]} (+{len(batch) - 1})",
+            self._client.delete_objects,
+            Bucket=self.bucket,
+            Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+        )
+        errors = [e for e in reply.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+        if errors:
+            first = errors[0]
+            raise StorageError(
+                f"delete_many: {len(errors)} of {len(batch)} keys refused, "
+                f"first {first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+            )
+        return len(batch)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _call(self, op: str, key: str, fn, *args, **kwargs):
+        self.requests[op] += 1
+        try:
+            return fn(*args, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            self.failures[op] += 1
+            raise self._error(op, key, exc) from exc
+
+    def _read_body(self, op: str, key: str, reply: dict) -> bytes:
+        try:
+            with reply["Body"] as body:
+                return body.read()
+        except (BotoCoreError, OSError) as exc:
+            raise self._error(op, key, exc) from exc
+
+    def _error(self, op: str, key: str, exc: Exception) -> StorageError:
+        where = f"{op} {self.bucket}/{key}" if key else f"{op} {self.bucket}"
+        if isinstance(exc, ClientError):
+            code = _code(exc)
+            if code in _NOT_FOUND and op in {"get", "get_range", "head", "download", "copy"}:
+                return ObjectNotFound(key)
+            message = exc.response.get("Error", {}).get("Message", "")
+            return StorageError(f"{where}: {code} {message}".rstrip())
+        if isinstance(exc, ConnectionError | ReadTimeoutError):
+            endpoint = self.config.endpoint_url or "AWS S3"
+            return StoreUnavailable(f"{where}: store at {endpoint} did not answer: {exc}")
+        return StorageError(f"{where}: {exc}")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) or str(
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+    )
