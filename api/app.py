@@ -52,8 +52,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 status |= {"ok": False, "error": str(exc)}
             status["latency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         ok = store["ok"] and catalog["ok"]
-        body = {"status": "ok" if ok else "degraded", "version": version(),
-                "store": store, "catalog": catalog}
+        body = {
+            "status": "ok" if ok else "degraded",
+            "version": version(),
+            "store": store,
+            "catalog": catalog,
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="afterlive",
-        description="Record live rooms to HLS in an S3-compatible store; replay, expire, clip them.",
+        description="Record live rooms to HLS in an S3-compatible store; replay, expire, clip.",
         epilog="Configuration comes from AFTERLIVE_* and AWS_* environment variables (see README).",
     )
     sub = parser.add_subparsers(title="commands")
@@ -92,10 +93,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to whatever
     # handler was there before: make that a no-op so a clean shutdown exits 0, not by signal.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    except KeyboardInterrupt:
-        pass
     # uvicorn returns (rather than raising) when startup fails, e.g. on a port in use.
     return 0 if server.started else 1
 
@@ -130,8 +129,10 @@ def _open_catalog(settings: Settings) -> Catalog:
 
 def _creators_add(settings: Settings, args: argparse.Namespace) -> int:
     creator, token = _open_catalog(settings).add_creator(args.name)
-    print(f"creator {creator.name} (id {creator.id}) added. Its API token, shown only once:",
-          file=sys.stderr)
+    print(
+        f"creator {creator.name} (id {creator.id}) added. Its API token, shown only once:",
+        file=sys.stderr,
+    )
     print(token)
     return 0
 

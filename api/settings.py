@@ -13,14 +13,32 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage.catalog import sqlite_url
 
 ENV_PREFIX = "AFTERLIVE_"
-_PLACEHOLDERS = {"changeme", "change-me", "change_me", "secret", "admin", "password", "token",
-                 "xxx", "todo", "placeholder", "example"}
+_PLACEHOLDERS = {
+    "changeme",
+    "change-me",
+    "change_me",
+    "secret",
+    "admin",
+    "password",
+    "token",
+    "xxx",
+    "todo",
+    "placeholder",
+    "example",
+}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -176,11 +194,12 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError("invalid setting: " + "; ".join(problems)) from None
 
 
-def _env_name(field: str) -> str:
-    spec = Settings.model_fields.get(field)
-    alias = spec.validation_alias if spec else None
-    if isinstance(alias, AliasChoices):
-        return " or ".join(str(choice) for choice in alias.choices)
-    if field in Settings.model_fields:
-        return ENV_PREFIX + field.upper()
-    return field
+def _env_name(loc: str) -> str:
+    """The environment variable(s) behind an error location (a field name or one of its aliases)."""
+    for name, spec in Settings.model_fields.items():
+        alias = spec.validation_alias
+        if isinstance(alias, AliasChoices) and (loc == name or loc in alias.choices):
+            return " or ".join(str(choice) for choice in alias.choices)
+        if loc == name:
+            return ENV_PREFIX + name.upper()
+    return loc

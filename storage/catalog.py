@@ -62,7 +62,9 @@ class Catalog:
         try:
             Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
-            raise StorageError(f"catalog at {_safe_url(self.url)}: cannot create schema: {exc}") from exc
+            raise StorageError(
+                f"catalog at {_safe_url(self.url)}: cannot create schema: {exc}"
+            ) from exc
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -88,7 +90,9 @@ class Catalog:
         if not name:
             raise ValueError("creator name must not be empty")
         token = secrets.token_urlsafe(32)
-        creator = Creator(id=new_id(), name=name, token_hash=hash_token(token), created_at=self.now())
+        creator = Creator(
+            id=new_id(), name=name, token_hash=hash_token(token), created_at=self.now()
+        )
         try:
             with self.session() as s:
                 s.add(creator)
@@ -242,7 +246,9 @@ class Catalog:
     def renditions(self, recording_id: str) -> Sequence[Rendition]:
         with self.session() as s:
             return s.scalars(
-                select(Rendition).where(Rendition.recording_id == recording_id).order_by(Rendition.id)
+                select(Rendition)
+                .where(Rendition.recording_id == recording_id)
+                .order_by(Rendition.id)
             ).all()
 
     # -- segments -------------------------------------------------------------------------------
@@ -327,7 +333,9 @@ class Catalog:
             s.add(event_)
         return event_
 
-    def audit_log(self, *, recording_id: str | None = None, limit: int = 100) -> Sequence[AuditEvent]:
+    def audit_log(
+        self, *, recording_id: str | None = None, limit: int = 100
+    ) -> Sequence[AuditEvent]:
         query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
         if recording_id:
             query = query.where(AuditEvent.recording_id == recording_id)
@@ -362,5 +370,5 @@ def _safe_url(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL is reported as it was given, minus nothing
+    except Exception:
         return "<database url>"

@@ -95,6 +95,7 @@ class EmbeddedStore:
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._active_ports: dict[str, int] = {}
 
     @property
     def endpoint_url(self) -> str:
@@ -127,7 +128,9 @@ class EmbeddedStore:
                 "set AFTERLIVE_STORE_PORT to a free port, or point AWS_ENDPOINT_URL at a store"
             )
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._supervise, name="store-supervisor", daemon=True)
+        self._thread = threading.Thread(
+            target=self._supervise, name="store-supervisor", daemon=True
+        )
         self._thread.start()
         # The supervisor signals ready, or records why the first start failed.
         self._ready.wait(self.ready_timeout_s + 5)
@@ -137,8 +140,12 @@ class EmbeddedStore:
                 f"embedded store did not start: {self._failure or 'timed out'}; "
                 f"weed log tail:\n{self._log_tail()}"
             )
-        log.info("embedded store ready at %s (pid %s, data %s)", self.endpoint_url, self.pid,
-                 self.directory / "data")
+        log.info(
+            "embedded store ready at %s (pid %s, data %s)",
+            self.endpoint_url,
+            self.pid,
+            self.directory / "data",
+        )
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop weed (SIGTERM, then SIGKILL) and the supervisor; safe to call twice."""
@@ -174,7 +181,7 @@ class EmbeddedStore:
             try:
                 proc = self._launch()
                 self._wait_ready(proc)
-            except BaseException as exc:  # noqa: BLE001 - reported to start() or logged below
+            except BaseException as exc:
                 if first:
                     self._failure = exc
                     self._ready.set()
@@ -194,7 +201,9 @@ class EmbeddedStore:
                     return
                 log.error(
                     "embedded store pid %s exited with %s after %.0f s; restarting",
-                    proc.pid, proc.returncode, time.monotonic() - started,
+                    proc.pid,
+                    proc.returncode,
+                    time.monotonic() - started,
                 )
             self.restarts += 1
             if self._stopping.wait(backoff):
@@ -202,7 +211,7 @@ class EmbeddedStore:
             backoff = min(backoff * 2, self.max_backoff_s)
 
     def _launch(self) -> subprocess.Popen[bytes]:
-        ports = self._ports()
+        ports = self._active_ports = self._ports()
         data = self.directory / "data"
         logs = self.directory / "log"
         data.mkdir(exist_ok=True)
@@ -251,12 +260,35 @@ class EmbeddedStore:
                 raise StorageError(f"weed exited with {proc.returncode} while starting")
             if self._stopping.is_set():
                 raise StorageError("stopping")
-            if _answers_http(self.endpoint_url):
+            if _answers_http(self.endpoint_url) and self._volumes_loaded():
                 return
             time.sleep(0.1)
         proc.kill()
         proc.wait()
-        raise StorageError(f"weed did not answer on {self.endpoint_url} in {self.ready_timeout_s} s")
+        raise StorageError(
+            f"weed did not answer on {self.endpoint_url} in {self.ready_timeout_s} s"
+        )
+
+    def _volumes_loaded(self) -> bool:
+        """The volume server has reported every volume on disk to the master.
+
+        S3 answers before that; a read of old data in between fails with InternalError. This
+        matters after an unclean stop, when the restart must serve what was written before.
+        """
+        on_disk = sum(1 for _ in (self.directory / "data").rglob("*.dat"))
+        master = self._active_ports["master.port"]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{master}/dir/status", timeout=1) as r:
+                topology = json.load(r)["Topology"]
+        except (OSError, ValueError, KeyError):
+            return False
+        nodes = [
+            node
+            for dc in topology.get("DataCenters") or []
+            for rack in dc.get("Racks") or []
+            for node in rack.get("DataNodes") or []
+        ]
+        return bool(nodes) and sum(node.get("Volumes", 0) for node in nodes) >= on_disk
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -264,7 +296,9 @@ class EmbeddedStore:
         path = self.directory / "identities.json"
         if path.exists():
             ident = json.loads(path.read_text())["identities"][0]["credentials"][0]
-            return Credentials(access_key_id=ident["accessKey"], secret_access_key=ident["secretKey"])
+            return Credentials(
+                access_key_id=ident["accessKey"], secret_access_key=ident["secretKey"]
+            )
         creds = Credentials(
             access_key_id="afterlive" + secrets.token_hex(6),
             secret_access_key=secrets.token_urlsafe(30),
@@ -287,7 +321,7 @@ class EmbeddedStore:
         return creds
 
     def _ports(self) -> dict[str, int]:
-        """Internal ports, chosen free on first start and kept so a restart finds the same layout."""
+        """Internal ports: chosen free on first start, kept so a restart finds the same layout."""
         path = self.directory / "ports.json"
         ports: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
         taken = {self.port}

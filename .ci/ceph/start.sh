@@ -8,7 +8,7 @@ set -euo pipefail
 
 WORKDIR=${1:?usage: start.sh WORKDIR PORT}
 PORT=${2:?usage: start.sh WORKDIR PORT}
-# The mon needs its own port; override if PORT+1 is taken.
+# The mon needs its own port; set CEPH_MON_PORT if PORT+1 is taken.
 MON_PORT=${CEPH_MON_PORT:-$((PORT + 1))}
 ACCESS_KEY=afterlive-ci
 SECRET_KEY=afterlive-ci-secret-key-0123456789
@@ -55,11 +55,21 @@ if ! command -v radosgw >/dev/null; then
 fi
 
 # --- config ----------------------------------------------------------------
-# Re-running against a live cluster just prints the exports again.
+# Re-running against our own live cluster just prints the exports again.
 if [ -e "$WORKDIR/ceph.conf" ]; then
-  if curl -sf -o /dev/null "http://127.0.0.1:$PORT/"; then log "already running"; exports; exit 0; fi
+  if kill -0 "$(cat "$WORKDIR/run/rgw.pid" 2>/dev/null)" 2>/dev/null &&
+    curl -s --max-time 5 -o /dev/null "http://127.0.0.1:$PORT/"; then
+    log "already running"; exports; exit 0
+  fi
   echo "start.sh: $WORKDIR holds a dead cluster; run stop.sh and remove it" >&2; exit 1
 fi
+# A busy port is fatal and misleading: our clients would silently talk to
+# another cluster's mon or rgw. (OSDs pick free ports in 6800-7300 themselves.)
+for p in "$PORT" "$MON_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "start.sh: port $p on 127.0.0.1 is already in use" >&2; exit 1
+  fi
+done
 WORKDIR=$(mkdir -p "$WORKDIR" && cd "$WORKDIR" && pwd)   # daemons need absolute paths
 mkdir -p "$WORKDIR"/{log,run,mon/a,osd/0,rgw}
 CONF=$WORKDIR/ceph.conf
@@ -111,7 +121,8 @@ bluestore block size = 10737418240
 osd memory target = 1073741824
 
 [client.rgw]
-rgw frontends = beast endpoint=127.0.0.1:$PORT
+# tcp_nodelay: without it every GET/list waits ~40 ms (Nagle + delayed ACK).
+rgw frontends = beast endpoint=127.0.0.1:$PORT tcp_nodelay=1
 rgw data = $WORKDIR/rgw
 # One lifecycle "day" lasts 10 s, so expiration rules can be tested quickly.
 rgw lc debug interval = 10
@@ -172,6 +183,6 @@ spawn rgw radosgw -n client.rgw
 radosgw-admin -c "$CONF" user create --uid=afterlive --display-name=afterlive \
   --access-key="$ACCESS_KEY" --secret-key="$SECRET_KEY" >/dev/null ||
   fail "radosgw-admin user create failed"
-wait_for 120 "S3 endpoint on port $PORT" curl -s -o /dev/null "http://127.0.0.1:$PORT/"
+wait_for 120 "S3 endpoint on port $PORT" curl -s --max-time 5 -o /dev/null "http://127.0.0.1:$PORT/"
 log "ceph ready"
 exports

@@ -41,7 +41,9 @@ def test_missing_object(store: ObjectStore, prefix: str) -> None:
         store.get_range(prefix + "nope", 0, 10)
 
 
-def test_content_type_and_cache_policy_follow_the_object_kind(store: ObjectStore, prefix: str) -> None:
+def test_content_type_and_cache_policy_follow_the_object_kind(
+    store: ObjectStore, prefix: str
+) -> None:
     playlist = K.media_playlist("rec1", "source").replace("recordings/", prefix)
     start = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     segment = K.media_segment("rec1", "source", start, 7).replace("recordings/", prefix)
@@ -94,15 +96,25 @@ def test_put_file_multipart_above_threshold(store_factory, prefix: str, tmp_path
     # The ETag comes from HEAD, not from CompleteMultipartUpload (empty on Ceph 16).
     assert info.etag
     assert info.content_type == "audio/mpeg"
-    assert hashlib.sha256(store.get(prefix + "episode.mp3")).digest() == hashlib.sha256(data).digest()
-    assert store.get_range(prefix + "episode.mp3", 5 * MiB - 2, 5 * MiB + 1) == data[5 * MiB - 2 : 5 * MiB + 2]
+    assert (
+        hashlib.sha256(store.get(prefix + "episode.mp3")).digest() == hashlib.sha256(data).digest()
+    )
+    assert (
+        store.get_range(prefix + "episode.mp3", 5 * MiB - 2, 5 * MiB + 1)
+        == data[5 * MiB - 2 : 5 * MiB + 2]
+    )
 
 
 def test_multipart_chunk_below_s3_minimum_is_refused() -> None:
     with pytest.raises(ValueError, match="5242880"):
         ObjectStore(
-            StoreConfig(endpoint_url=None, access_key_id="a", secret_access_key="b", bucket="bkt",
-                        multipart_chunk_size=1 * MiB)
+            StoreConfig(
+                endpoint_url=None,
+                access_key_id="a",
+                secret_access_key="b",
+                bucket="bkt",
+                multipart_chunk_size=1 * MiB,
+            )
         )
 
 
@@ -161,7 +173,9 @@ def test_delete_prefix_reports_objects_and_bytes(store: ObjectStore, prefix: str
         store.delete_prefix("")
 
 
-def test_presigned_get_works_without_credentials_then_expires(store: ObjectStore, prefix: str) -> None:
+def test_presigned_get_works_without_credentials_then_expires(
+    store: ObjectStore, prefix: str
+) -> None:
     store.put_bytes(prefix + "p.m4s", b"media bytes")
     url = store.presign_get(prefix + "p.m4s", ttl_s=2)
     status, _, body = http_get(url)

@@ -14,8 +14,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_get(url: str, *, headers: dict[str, str] | None = None, method: str = "GET",
-             timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    url: str, *, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) without raising on 4xx/5xx."""
     request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:

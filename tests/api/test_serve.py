@@ -1,0 +1,170 @@
+"""`afterlive serve` as a user runs it: a real process, the embedded store, a clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage import EmbeddedStore, ObjectStore
+from tests.conftest import seaweedfs_config
+from tests.utils.net import free_port, http_get, wait_until
+
+AFTERLIVE = [
+    shutil.which("afterlive") or sys.executable,
+    *([] if shutil.which("afterlive") else ["-m", "api.cli"]),
+]
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    # CI exports AWS_* for the Ceph contract run; this test is about the embedded default.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AFTERLIVE_"))}
+    env |= {
+        "AFTERLIVE_DATA_DIR": str(data_dir),
+        "AFTERLIVE_API_PORT": str(free_port()),
+        "AFTERLIVE_STORE_PORT": str(free_port()),
+        "AFTERLIVE_RTMP_PORT": str(free_port()),
+    }
+    return env | extra
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _health(env: dict[str, str]) -> dict | None:
+    try:
+        status, _, body = http_get(
+            f"http://127.0.0.1:{env['AFTERLIVE_API_PORT']}/healthz", timeout=2
+        )
+    except OSError:
+        return None
+    return json.loads(body) if status == 200 else None
+
+
+class Serve:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc = subprocess.Popen(
+            [*AFTERLIVE, "serve"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+        )
+
+    def wait_healthy(self) -> dict:
+        def ready():
+            assert self.proc.poll() is None, f"serve exited early:\n{self.log.read_text()}"
+            return _health(self.env)
+
+        return wait_until(ready, timeout=60, interval=0.2, what="GET /healthz")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started: list[Serve] = []
+
+    def start(env: dict[str, str]) -> Serve:
+        started.append(Serve(env, tmp_path / "serve.log"))
+        return started[-1]
+
+    yield start
+    for s in started:  # a failed test must not leave a service running
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+
+
+def test_serve_on_a_fresh_data_dir_starts_store_and_api_then_stops_cleanly(serve, data_dir):
+    env = _env(data_dir / "fresh")
+    service = serve(env)
+    health = service.wait_healthy()
+    assert health["status"] == "ok"
+    assert health["store"]["ok"] and health["store"]["embedded"]
+    assert health["store"]["endpoint"] == f"http://127.0.0.1:{env['AFTERLIVE_STORE_PORT']}"
+    assert health["catalog"] == health["catalog"] | {"ok": True, "backend": "sqlite"}
+    weed = health["store"]["pid"]
+    assert _alive(weed)
+    assert (data_dir / "fresh" / "afterlive.db").exists()
+    assert (data_dir / "fresh" / "store" / "data").is_dir()
+
+    assert service.stop() == 0
+    assert not _alive(weed)
+    assert "Traceback" not in service.log.read_text()
+
+
+def test_sigkilled_serve_leaves_no_store_behind_and_data_survives(serve, data_dir):
+    env = _env(data_dir)
+    first = serve(env)
+    weed = first.wait_healthy()["store"]["pid"]
+    embedded = EmbeddedStore(data_dir / "store", port=int(env["AFTERLIVE_STORE_PORT"]))
+    ObjectStore(seaweedfs_config(embedded, "afterlive")).put_bytes(
+        "recordings/r/master.m3u8", b"#EXTM3U\n"
+    )
+
+    first.proc.kill()
+    first.proc.wait()
+    wait_until(lambda: not _alive(weed), timeout=15, what="the orphaned store to exit")
+
+    second = serve(env)
+    health = second.wait_healthy()
+    assert health["store"]["pid"] != weed
+    store = ObjectStore(seaweedfs_config(embedded, "afterlive"))
+    assert store.get("recordings/r/master.m3u8") == b"#EXTM3U\n"
+    assert second.stop() == 0
+
+
+def test_api_port_in_use_fails_and_stops_the_store(serve, data_dir):
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        env = _env(data_dir, AFTERLIVE_API_PORT=str(squatter.getsockname()[1]))
+        service = serve(env)
+        assert service.proc.wait(60) != 0
+    log = service.log.read_text()
+    assert "address already in use" in log.lower()
+    pidfile = data_dir / "store" / "weed.pid"
+    assert not pidfile.exists()
+
+
+def test_bad_setting_exits_2_naming_it(data_dir):
+    env = _env(data_dir, AFTERLIVE_RETENTION="forever")
+    done = subprocess.run(
+        [*AFTERLIVE, "serve"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert "AFTERLIVE_RETENTION='forever'" in done.stderr
+    assert not (data_dir / "store").exists()
+
+
+def test_creators_add_prints_a_token_once(data_dir):
+    env = _env(data_dir)
+    run = lambda *a: subprocess.run(
+        [*AFTERLIVE, *a], env=env, capture_output=True, text=True, timeout=60
+    )  # noqa: E731
+    added = run("creators", "add", "Alice Example")
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()
+    assert len(token) >= 40 and "\n" not in token
+    assert "shown only once" in added.stderr
+    listed = run("creators", "list")
+    assert "Alice Example" in listed.stdout and token not in listed.stdout
+    dup = run("creators", "add", "Alice Example")
+    assert dup.returncode == 1 and "already exists" in dup.stderr
+    version = run("version")
+    assert version.returncode == 0 and version.stdout.startswith("afterlive ")
