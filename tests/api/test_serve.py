@@ -154,9 +154,10 @@ def test_bad_setting_exits_2_naming_it(data_dir):
 
 def test_creators_add_prints_a_token_once(data_dir):
     env = _env(data_dir)
-    run = lambda *a: subprocess.run(
-        [*AFTERLIVE, *a], env=env, capture_output=True, text=True, timeout=60
-    )  # noqa: E731
+
+    def run(*a):
+        return subprocess.run([*AFTERLIVE, *a], env=env, capture_output=True, text=True, timeout=60)
+
     added = run("creators", "add", "Alice Example")
     assert added.returncode == 0, added.stderr
     token = added.stdout.strip()

@@ -33,8 +33,14 @@ def test_defaults_run_on_an_embedded_store() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("20s", timedelta(seconds=20)), ("90m", timedelta(minutes=90)), ("1.5h", timedelta(hours=1.5)),
-     ("2d", timedelta(days=2)), ("3600", timedelta(hours=1)), ("PT24H", timedelta(hours=24))],
+    [
+        ("20s", timedelta(seconds=20)),
+        ("90m", timedelta(minutes=90)),
+        ("1.5h", timedelta(hours=1.5)),
+        ("2d", timedelta(days=2)),
+        ("3600", timedelta(hours=1)),
+        ("PT24H", timedelta(hours=24)),
+    ],
 )
 def test_retention_accepts_human_durations(monkeypatch, text, expected) -> None:
     monkeypatch.setenv("AFTERLIVE_RETENTION", text)
