@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import EmbeddedStore, ObjectStore
+from storage import EmbeddedStore, ObjectStore, StoreConfig
 from tests.conftest import seaweedfs_config
 from tests.utils.net import free_port, http_get, wait_until
 
@@ -169,3 +169,32 @@ def test_creators_add_prints_a_token_once(data_dir):
     assert dup.returncode == 1 and "already exists" in dup.stderr
     version = run("version")
     assert version.returncode == 0 and version.stdout.startswith("afterlive ")
+
+
+def test_store_command_runs_only_the_store_and_prints_how_to_reach_it(data_dir):
+    env = _env(data_dir)
+    proc = subprocess.Popen(
+        [*AFTERLIVE, "store"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        exports = dict(
+            proc.stdout.readline().strip().removeprefix("export ").split("=", 1) for _ in range(3)
+        )
+        assert exports["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{env['AFTERLIVE_STORE_PORT']}"
+        store = ObjectStore(
+            StoreConfig(
+                endpoint_url=exports["AWS_ENDPOINT_URL"],
+                access_key_id=exports["AWS_ACCESS_KEY_ID"],
+                secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
+                bucket="dev",
+            )
+        )
+        store.ensure_bucket()
+        store.put_bytes("hello.txt", b"hi")
+        assert store.get("hello.txt") == b"hi"
+        assert _health(env) is None  # no API in this mode
+        weed = int((data_dir / "store" / "weed.pid").read_text())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    assert not _alive(weed)
