@@ -158,6 +158,7 @@ class ObjectStore:
         metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
         kind = kind_of(key)
+        extra = {"Metadata": metadata} if metadata else {}
         reply = self._call(
             "put",
             key,
@@ -167,7 +168,7 @@ class ObjectStore:
             Body=data,
             ContentType=content_type or kind.content_type,
             CacheControl=cache_control or kind.cache_control,
-            Metadata=metadata or {},
+            **extra,
         )
         return ObjectInfo(key=key, size=len(data), etag=reply.get("ETag", "").strip('"'))
 
