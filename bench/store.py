@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3
-from botocore.config import Config
 
 from storage import EmbeddedStore, ObjectStore, StoreConfig
+from storage.store import botocore_config
 
 SEGMENT = 600 * 1024
 BUCKET = "bench"
@@ -38,16 +38,7 @@ def raw_client(config: StoreConfig):
         aws_access_key_id=config.access_key_id,
         aws_secret_access_key=config.secret_access_key,
         region_name=config.region,
-        config=Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            retries={"mode": "standard", "total_max_attempts": config.max_attempts},
-            connect_timeout=config.connect_timeout_s,
-            read_timeout=config.read_timeout_s,
-            max_pool_connections=config.max_connections,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
+        config=botocore_config(config),
     )
 
 

@@ -79,18 +79,7 @@ class ObjectStore:
             aws_access_key_id=config.access_key_id,
             aws_secret_access_key=config.secret_access_key,
             region_name=config.region,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path" if config.path_style else "auto"},
-                retries={"mode": "standard", "total_max_attempts": config.max_attempts},
-                connect_timeout=config.connect_timeout_s,
-                read_timeout=config.read_timeout_s,
-                max_pool_connections=config.max_connections,
-                # Only compute/validate checksums where S3 requires them: several S3-compatible
-                # servers reject or mishandle the newer default CRC trailers.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
+            config=botocore_config(config),
         )
         # Requests sent per operation and failures per operation, for metrics and tests.
         self.requests: Counter[str] = Counter()
@@ -385,6 +374,22 @@ class ObjectStore:
             endpoint = self.config.endpoint_url or "AWS S3"
             return StoreUnavailable(f"{where}: store at {endpoint} did not answer: {exc}")
         return StorageError(f"{where}: {exc}")
+
+
+def botocore_config(config: StoreConfig) -> Config:
+    """The client settings afterlive uses for every store (shared with the benchmark's peer)."""
+    return Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if config.path_style else "auto"},
+        retries={"mode": "standard", "total_max_attempts": config.max_attempts},
+        connect_timeout=config.connect_timeout_s,
+        read_timeout=config.read_timeout_s,
+        max_pool_connections=config.max_connections,
+        # Only compute/validate checksums where S3 requires them: several S3-compatible servers
+        # reject or mishandle the newer default CRC trailers.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
 
 
 def _code(exc: ClientError) -> str:

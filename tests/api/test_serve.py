@@ -15,6 +15,7 @@ import pytest
 from storage import EmbeddedStore, ObjectStore, StoreConfig
 from tests.conftest import seaweedfs_config
 from tests.utils.net import free_port, http_get, wait_until
+from tests.utils.proc import alive
 
 AFTERLIVE = [
     shutil.which("afterlive") or sys.executable,
@@ -32,14 +33,6 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
         "AFTERLIVE_RTMP_PORT": str(free_port()),
     }
     return env | extra
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _health(env: dict[str, str]) -> dict | None:
@@ -97,12 +90,12 @@ def test_serve_on_a_fresh_data_dir_starts_store_and_api_then_stops_cleanly(serve
     assert health["store"]["endpoint"] == f"http://127.0.0.1:{env['AFTERLIVE_STORE_PORT']}"
     assert health["catalog"] == health["catalog"] | {"ok": True, "backend": "sqlite"}
     weed = health["store"]["pid"]
-    assert _alive(weed)
+    assert alive(weed)
     assert (data_dir / "fresh" / "afterlive.db").exists()
     assert (data_dir / "fresh" / "store" / "data").is_dir()
 
     assert service.stop() == 0
-    assert not _alive(weed)
+    assert not alive(weed)
     assert "Traceback" not in service.log.read_text()
 
 
@@ -117,7 +110,7 @@ def test_sigkilled_serve_leaves_no_store_behind_and_data_survives(serve, data_di
 
     first.proc.kill()
     first.proc.wait()
-    wait_until(lambda: not _alive(weed), timeout=15, what="the orphaned store to exit")
+    wait_until(lambda: not alive(weed), timeout=15, what="the orphaned store to exit")
 
     second = serve(env)
     health = second.wait_healthy()
@@ -197,4 +190,4 @@ def test_store_command_runs_only_the_store_and_prints_how_to_reach_it(data_dir):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
-    assert not _alive(weed)
+    assert not alive(weed)

@@ -11,14 +11,7 @@ import pytest
 from storage import EmbeddedStore, ObjectStore, StorageError
 from tests.conftest import seaweedfs_config
 from tests.utils.net import free_port, wait_until
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+from tests.utils.proc import alive
 
 
 def test_data_survives_a_restart(tmp_path) -> None:
@@ -29,7 +22,7 @@ def test_data_survives_a_restart(tmp_path) -> None:
         store.put_bytes("recordings/r1/master.m3u8", b"#EXTM3U\n")
         first_creds = embedded.credentials
         first_pid = embedded.pid
-    assert first_pid is not None and not _alive(first_pid)
+    assert first_pid is not None and not alive(first_pid)
 
     again = EmbeddedStore(tmp_path / "store", port=embedded.port)
     with again:
@@ -53,7 +46,7 @@ def test_supervisor_restarts_a_store_that_dies(tmp_path) -> None:
         wait_until(lambda: _answers(store), timeout=20, what="store answering again")
         assert embedded.restarts == 1
         assert store.get("a.m4s") == b"before the crash"
-    assert not _alive(new_pid)
+    assert not alive(new_pid)
 
 
 def test_port_in_use_is_a_clear_error(tmp_path) -> None:
