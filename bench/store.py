@@ -117,6 +117,13 @@ def run(store: ObjectStore, raw, args: argparse.Namespace) -> list[tuple[str, fl
             Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
         )
 
+    # Warm-up, untimed: connection pools, and the store's first volume allocations.
+    for i in range(20):
+        store.put_bytes(f"warm/layer/{i}.m4s", payload)
+        raw_put(f"warm/raw/{i}.m4s", payload)
+        store.get(f"warm/layer/{i}.m4s")
+        raw.get_object(Bucket=BUCKET, Key=f"warm/raw/{i}.m4s")["Body"].read()
+
     for r in range(args.rounds):
         record(
             "PUT 600 KB",
