@@ -10,4 +10,32 @@ class ProtocolError(IngestError):
 
 
 class PublishRefused(IngestError):
-    """A publish was refused (unknown or revoked key, key already live): said to the publisher."""
+    """A publish was refused before any media was stored; the publisher is told why.
+
+    `code` is the RTMP status code sent in onStatus; `http_status` the answer to an HTTP push.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "NetStream.Publish.Denied",
+        http_status: int = 403,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+
+class UnknownStreamKey(PublishRefused):
+    def __init__(self) -> None:
+        super().__init__("unknown or revoked stream key", http_status=403)
+
+
+class AlreadyLive(PublishRefused):
+    def __init__(self) -> None:
+        super().__init__(
+            "this stream key is already live from another publisher",
+            code="NetStream.Publish.BadName",
+            http_status=409,
+        )

@@ -1,0 +1,396 @@
+"""The RTMP server: many publishers on one port, routed by stream key.
+
+ffmpeg's and PyAV's `listen` mode take one publisher and check no key (FACTS.md), so this is our
+own: handshake, chunk stream (rtmp_chunks), AMF0 commands, acknowledgements. What a publish is
+allowed to do is not decided here: `open_publish(app, key, peer)` returns a `PublishSink` or
+raises `PublishRefused`, before any media is accepted.
+
+Publishers this is written against: the ffmpeg binary (`-f flv rtmp://...`), OBS (librtmp
+commands: connect, releaseStream, FCPublish, createStream, publish, FCUnpublish, deleteStream),
+PyAV, and SFU egress that speaks the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ingest import amf0
+from ingest.errors import IngestError, ProtocolError, PublishRefused
+from ingest.rtmp_chunks import (
+    ACK,
+    AGGREGATE,
+    AUDIO,
+    COMMAND_AMF0,
+    COMMAND_AMF3,
+    DATA_AMF0,
+    DATA_AMF3,
+    SET_CHUNK_SIZE,
+    SET_PEER_BANDWIDTH,
+    USER_CONTROL,
+    VIDEO,
+    WINDOW_ACK_SIZE,
+    ChunkParser,
+    Message,
+    encode_message,
+)
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_SIZE = 1536
+OUT_CHUNK_SIZE = 4096
+ACK_WINDOW = 2_500_000
+_CONTROL_CSID = 2
+_COMMAND_CSID = 3
+_STREAM_BEGIN = 0
+
+
+class PublishSink(Protocol):
+    """Where an accepted publish sends what it receives. Calls come in stream order."""
+
+    async def on_metadata(self, metadata: dict[str, Any]) -> None: ...
+
+    async def on_media(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
+        """An FLV audio (8) or video (9) tag body with its RTMP timestamp."""
+
+    async def on_close(self, reason: str) -> None:
+        """The publish ended: `unpublished` when the publisher said so, else what broke."""
+
+
+OpenPublish = Callable[[str, str, str], Awaitable[PublishSink]]
+
+
+class RtmpServer:
+    def __init__(
+        self,
+        *,
+        open_publish: OpenPublish,
+        host: str = "127.0.0.1",
+        port: int = 1935,
+        app: str = "live",
+        handshake_timeout_s: float = 10.0,
+        idle_timeout_s: float = 30.0,
+    ) -> None:
+        self.open_publish = open_publish
+        self.host = host
+        self.port = port
+        self.app = app
+        self.handshake_timeout_s = handshake_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=1 << 20)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("RTMP listening on rtmp://%s:%s/%s/<stream key>", self.host, self.port, self.app)
+
+    async def close(self) -> None:
+        """Stop listening and end every connection (their sinks get on_close)."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        connection = RtmpConnection(self, reader, writer)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(task)
+
+
+class RtmpConnection:
+    def __init__(
+        self, server: RtmpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        host, port = writer.get_extra_info("peername")[:2]
+        self.peer = f"{host}:{port}"
+        self.parser = ChunkParser()
+        self.app: str | None = None
+        self.key: str | None = None
+        self.sink: PublishSink | None = None
+        self.publish_stream_id = 0
+        self._next_stream_id = 1
+        self._received = 0
+        self._acked = 0
+        self._ack_window = ACK_WINDOW
+        self.last_media_at = time.monotonic()
+
+    async def run(self) -> None:
+        reason = "connection closed"
+        try:
+            await asyncio.wait_for(self._handshake(), self.server.handshake_timeout_s)
+            while True:
+                data = await asyncio.wait_for(self.reader.read(1 << 16), self.server.idle_timeout_s)
+                if not data:
+                    reason = "publisher disconnected"
+                    break
+                await self._received_bytes(len(data))
+                for message in self.parser.feed(data):
+                    if not await self._dispatch(message):
+                        reason = "unpublished"
+                        return
+        except TimeoutError:
+            reason = "timed out" if self.sink else "handshake timed out"
+            log.warning("rtmp %s: %s", self.peer, reason)
+        except asyncio.IncompleteReadError:
+            reason = "connection closed during handshake"
+            log.info("rtmp %s: %s", self.peer, reason)
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            log.warning("rtmp %s (key %s): %s; closing", self.peer, _redact(self.key), exc)
+        except PublishRefused as exc:
+            reason = f"refused: {exc}"
+        except (ConnectionError, OSError) as exc:
+            reason = f"connection error: {exc}"
+            log.info("rtmp %s: %s", self.peer, reason)
+        except asyncio.CancelledError:
+            reason = "server shutting down"
+            raise
+        finally:
+            await self._finish(reason)
+
+    async def _finish(self, reason: str) -> None:
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            try:
+                await sink.on_close(reason)
+            except Exception:
+                log.exception("rtmp %s: sink failed to close", self.peer)
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            await self.writer.wait_closed()
+
+    # -- handshake ------------------------------------------------------------------------------
+
+    async def _handshake(self) -> None:
+        c0 = await self.reader.readexactly(1)
+        if c0[0] != 3:
+            raise ProtocolError(f"not RTMP: first byte 0x{c0[0]:02x}, expected version 3")
+        c1 = await self.reader.readexactly(HANDSHAKE_SIZE)
+        # The simple handshake: S1 with zero version bytes tells clients not to expect a digest.
+        s1 = struct.pack(">II", 0, 0) + os.urandom(HANDSHAKE_SIZE - 8)
+        self.writer.write(b"\x03" + s1 + c1)
+        await self.writer.drain()
+        await self.reader.readexactly(HANDSHAKE_SIZE)  # C2 echoes S1; nothing to verify
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    async def _dispatch(self, message: Message) -> bool:
+        """Handle one message; False when the publisher has finished."""
+        type_id = message.type_id
+        if type_id in (AUDIO, VIDEO):
+            if self.sink is None or message.stream_id != self.publish_stream_id:
+                return True  # media before publish or on another stream: not ours to keep
+            self.last_media_at = time.monotonic()
+            await self.sink.on_media(type_id, message.timestamp, message.payload)
+        elif type_id in (COMMAND_AMF0, COMMAND_AMF3):
+            payload = message.payload[1:] if type_id == COMMAND_AMF3 else message.payload
+            return await self._command(message.stream_id, amf0.decode_all(payload))
+        elif type_id in (DATA_AMF0, DATA_AMF3):
+            payload = message.payload[1:] if type_id == DATA_AMF3 else message.payload
+            await self._data(amf0.decode_all(payload))
+        elif type_id == AGGREGATE:
+            for sub in _split_aggregate(message):
+                if not await self._dispatch(sub):
+                    return False
+        elif type_id == WINDOW_ACK_SIZE and len(message.payload) >= 4:
+            self._ack_window = max(1, struct.unpack_from(">I", message.payload)[0])
+        return True
+
+    async def _received_bytes(self, count: int) -> None:
+        self._received += count
+        if self._received - self._acked >= self._ack_window:
+            self._acked = self._received
+            await self._send(ACK, struct.pack(">I", self._received & 0xFFFFFFFF), _CONTROL_CSID)
+
+    async def _command(self, stream_id: int, values: list[Any]) -> bool:
+        if len(values) < 2 or not isinstance(values[0], str):
+            raise ProtocolError(f"malformed command {values[:2]!r}")
+        name, txn = values[0], values[1] if isinstance(values[1], float) else 0.0
+        args = values[3:]
+        if name == "connect":
+            await self._connect(txn, values[2] if len(values) > 2 else None)
+        elif name in ("releaseStream", "FCPublish"):
+            await self._result(txn, None, amf0.UNDEFINED)
+            if name == "FCPublish" and args and isinstance(args[0], str):
+                await self._call(
+                    "onFCPublish", 0, None, _status("status", "NetStream.Publish.Start", args[0])
+                )
+        elif name == "createStream":
+            stream = self._next_stream_id
+            self._next_stream_id += 1
+            await self._result(txn, None, float(stream))
+        elif name == "publish":
+            await self._publish(stream_id, args)
+        elif name in ("FCUnpublish", "deleteStream", "closeStream"):
+            if self.sink is not None:
+                log.info("rtmp %s (key %s): %s", self.peer, _redact(self.key), name)
+                if name != "FCUnpublish":
+                    await self._status(
+                        stream_id, "status", "NetStream.Unpublish.Success", "Stopped."
+                    )
+                return False
+        elif name in ("play", "play2"):
+            await self._status(
+                stream_id,
+                "error",
+                "NetStream.Play.Failed",
+                "This server records; watch over HLS instead.",
+            )
+            raise ProtocolError("play is not supported on the ingest port")
+        elif name in ("_checkbw", "getStreamLength", "releaseStream"):
+            await self._result(txn, None)
+        else:
+            log.debug("rtmp %s: ignoring command %s", self.peer, name)
+        return True
+
+    async def _connect(self, txn: float, props: Any) -> None:
+        if self.app is not None:
+            raise ProtocolError("second connect on one connection")
+        app = props.get("app", "") if isinstance(props, dict) else ""
+        app = str(app).split("?")[0].strip("/")
+        self.app = app
+        if app != self.server.app:
+            await self._send_command(
+                "_error",
+                txn,
+                None,
+                _status(
+                    "error",
+                    "NetConnection.Connect.Rejected",
+                    f"Unknown application '{app}': "
+                    f"publish to rtmp://HOST/{self.server.app}/<stream key>",
+                ),
+            )
+            raise PublishRefused(f"unknown application {app!r}")
+        await self._send(WINDOW_ACK_SIZE, struct.pack(">I", ACK_WINDOW), _CONTROL_CSID)
+        await self._send(SET_PEER_BANDWIDTH, struct.pack(">IB", ACK_WINDOW, 2), _CONTROL_CSID)
+        await self._send(SET_CHUNK_SIZE, struct.pack(">I", OUT_CHUNK_SIZE), _CONTROL_CSID)
+        self.out_chunk_size = OUT_CHUNK_SIZE
+        await self._send_command(
+            "_result",
+            txn,
+            {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},
+            {
+                "level": "status",
+                "code": "NetConnection.Connect.Success",
+                "description": "Connection succeeded.",
+                "objectEncoding": 0.0,
+            },
+        )
+
+    async def _publish(self, stream_id: int, args: list[Any]) -> None:
+        if self.app is None:
+            raise ProtocolError("publish before connect")
+        if self.sink is not None:
+            raise ProtocolError("second publish on one connection")
+        name = args[0] if args and isinstance(args[0], str) else ""
+        key = name.split("?")[0].strip()
+        self.key = key
+        if not key:
+            await self._status(stream_id, "error", "NetStream.Publish.BadName", "No stream key.")
+            raise PublishRefused("no stream key")
+        try:
+            sink = await self.server.open_publish(self.app, key, self.peer)
+        except PublishRefused as exc:
+            log.warning("rtmp %s: publish refused for key %s: %s", self.peer, _redact(key), exc)
+            await self._status(stream_id, "error", exc.code, str(exc))
+            raise
+        except IngestError as exc:
+            log.error("rtmp %s: cannot start publish for key %s: %s", self.peer, _redact(key), exc)
+            await self._status(stream_id, "error", "NetStream.Publish.Failed", str(exc))
+            raise PublishRefused(str(exc)) from exc
+        self.sink = sink
+        self.publish_stream_id = stream_id
+        self.last_media_at = time.monotonic()
+        await self._send(USER_CONTROL, struct.pack(">HI", _STREAM_BEGIN, stream_id), _CONTROL_CSID)
+        await self._status(
+            stream_id, "status", "NetStream.Publish.Start", f"Publishing {_redact(key)}."
+        )
+        log.info("rtmp %s: publishing key %s", self.peer, _redact(key))
+
+    async def _data(self, values: list[Any]) -> None:
+        if self.sink is None:
+            return
+        if values and values[0] == "@setDataFrame":
+            values = values[1:]
+        if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict):
+            await self.sink.on_metadata(dict(values[1]))
+
+    # -- sending --------------------------------------------------------------------------------
+
+    out_chunk_size = 128
+
+    async def _send(self, type_id: int, payload: bytes, csid: int, stream_id: int = 0) -> None:
+        self.writer.write(
+            encode_message(Message(type_id, stream_id, 0, payload, csid), self.out_chunk_size)
+        )
+        await self.writer.drain()
+
+    async def _send_command(self, name: str, txn: float, *values: Any, stream_id: int = 0) -> None:
+        await self._send(COMMAND_AMF0, amf0.encode(name, txn, *values), _COMMAND_CSID, stream_id)
+
+    async def _result(self, txn: float, *values: Any) -> None:
+        await self._send_command("_result", txn, *values)
+
+    async def _call(self, name: str, txn: float, *values: Any) -> None:
+        await self._send_command(name, txn, *values)
+
+    async def _status(self, stream_id: int, level: str, code: str, description: str) -> None:
+        await self._send_command(
+            "onStatus", 0.0, None, _status(level, code, description), stream_id=stream_id
+        )
+
+
+def _status(level: str, code: str, description: str) -> dict[str, Any]:
+    return {"level": level, "code": code, "description": description}
+
+
+def _split_aggregate(message: Message) -> list[Message]:
+    """An aggregate message holds FLV tags; their timestamps are relative to the first one's."""
+    data = message.payload
+    out: list[Message] = []
+    pos = 0
+    base: int | None = None
+    while pos + 11 <= len(data):
+        type_id = data[pos]
+        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        ts = int.from_bytes(data[pos + 4 : pos + 7], "big") | (data[pos + 7] << 24)
+        end = pos + 11 + size
+        if end > len(data):
+            raise ProtocolError("aggregate message tag runs past its end")
+        base = ts if base is None else base
+        timestamp = (message.timestamp + ts - base) & 0xFFFFFFFF
+        out.append(Message(type_id, message.stream_id, timestamp, data[pos + 11 : end]))
+        pos = end + 4  # previous tag size
+    return out
+
+
+def _redact(key: str | None) -> str:
+    """Enough of a key to tell rooms apart in logs (its room id part), never the secret."""
+    if not key:
+        return "-"
+    room, sep, _ = key.partition("-")
+    return f"{room}-…" if sep else f"{key[:4]}…"
