@@ -162,6 +162,9 @@ class RtmpConnection:
             log.warning("rtmp %s (key %s): %s; closing", self.peer, _redact(self.key), exc)
         except PublishRefused as exc:
             reason = f"refused: {exc}"
+        except IngestError as exc:
+            reason = str(exc)
+            log.warning("rtmp %s (key %s): %s; closing", self.peer, _redact(self.key), exc)
         except (ConnectionError, OSError) as exc:
             reason = f"connection error: {exc}"
             log.info("rtmp %s: %s", self.peer, reason)

@@ -168,15 +168,20 @@ class Catalog:
             s.add(recording)
         return recording
 
-    def end_recording(self, recording_id: str, *, retention: timedelta) -> Recording:
-        """Close a live recording; its expiry clock starts now. Ending twice changes nothing."""
+    def end_recording(
+        self, recording_id: str, *, retention: timedelta, ended_at: datetime | None = None
+    ) -> Recording:
+        """Close a live recording; its expiry clock starts when it ended (default: now).
+
+        Ending twice changes nothing.
+        """
         with self.session() as s:
             recording = s.get(Recording, recording_id)
             if recording is None:
                 raise KeyError(recording_id)
             if recording.status == "live":
                 recording.status = "ended"
-                recording.ended_at = self.now()
+                recording.ended_at = ended_at or self.now()
                 recording.expires_at = recording.ended_at + retention
         return recording
 

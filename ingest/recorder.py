@@ -1,0 +1,463 @@
+"""The room recorder: from an accepted publish to HLS in the store, end to end.
+
+    publisher --(RTMP | HTTP push)--> PublishSession --ByteChannel--> Segmenter (thread)
+        --SegmentClosed--> RecordingState (playlists) --Upload lane--> store, catalog index
+
+One live recording per room. A publisher that drops (anything but a clean unpublish) may come
+back within the reconnect grace and continue the same recording after an EXT-X-DISCONTINUITY;
+after the grace, or on a clean unpublish, the recording ends: playlists get EXT-X-ENDLIST and the
+catalog gets `ended_at`, which starts its retention clock.
+
+Durability: every closed segment is a file in the spool with a JSON sidecar until it is stored
+and indexed. The catalog, not memory, is the truth for playlists, so `recover()` at start
+uploads what the spool holds and finalises recordings whose process died while they were live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from ingest import flv
+from ingest.channel import ByteChannel, ChannelClosed
+from ingest.errors import AlreadyLive, IngestError, ProtocolError, UnknownStreamKey
+from storage import Catalog
+from storage import keys as K
+from storage.catalog import utcnow
+from storage.models import Recording, Room
+from storage.uploader import Upload, Uploader
+from transcode.errors import TranscodeError
+from transcode.playlists import MasterPlaylist, MediaPlaylist, MediaSegment, Variant
+from transcode.segmenter import SegmentClosed, Segmenter, StreamInfo
+
+log = logging.getLogger(__name__)
+
+CLEAN_END = "unpublished"
+
+
+@dataclass(kw_only=True)
+class RecorderConfig:
+    spool_dir: Path
+    segment_s: float = 2.0
+    reconnect_grace_s: float = 60.0
+    retention: timedelta = timedelta(hours=24)
+    audio_rendition: bool = True
+
+
+@dataclass(kw_only=True)
+class _Rendition:
+    playlist: MediaPlaylist
+    info: StreamInfo
+    peak_bps: int = 0
+    announced_bps: int = 0
+
+
+@dataclass(kw_only=True)
+class RecordingState:
+    """A live recording in memory. Segment events arrive from segmenter threads: hold `lock`."""
+
+    recording: Recording
+    room: Room
+    next_sequence: int = 0
+    renditions: dict[str, _Rendition] = field(default_factory=dict)
+    publisher: PublishSession | None = None
+    grace: asyncio.TimerHandle | None = None
+    publishes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def id(self) -> str:
+        return self.recording.id
+
+
+class Recorder:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        uploader: Uploader,
+        config: RecorderConfig,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.catalog = catalog
+        self.uploader = uploader
+        self.config = config
+        self.now = now
+        self._live: dict[str, RecordingState] = {}  # by room id
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.segments_closed = 0
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    async def open_publish(
+        self, app: str, key: str, peer: str, *, input_format: str = "flv"
+    ) -> PublishSession:
+        """Check the key and start (or continue) the room's recording; raise PublishRefused."""
+        room = await asyncio.to_thread(self.catalog.room_by_stream_key, key)
+        if room is None:
+            raise UnknownStreamKey()
+        state = self._live.get(room.id)
+        if state is not None and state.publisher is not None:
+            raise AlreadyLive()
+        if state is not None:
+            # Back within the grace: same recording, new timeline.
+            if state.grace is not None:
+                state.grace.cancel()
+                state.grace = None
+            log.info("room %s: publisher back for recording %s (from %s)", room.id, state.id, peer)
+        else:
+            recording = await asyncio.to_thread(self.catalog.start_recording, room.id)
+            state = self._live[room.id] = RecordingState(recording=recording, room=room)
+            log.info("room %s: recording %s started (publisher %s)", room.id, recording.id, peer)
+        session = PublishSession(self, state, input_format=input_format, peer=peer)
+        state.publisher = session
+        state.publishes += 1
+        session.start(first_sequence=state.next_sequence, discontinuity=state.publishes > 1)
+        return session
+
+    async def publisher_left(
+        self, state: RecordingState, session: PublishSession, reason: str
+    ) -> None:
+        if state.publisher is session:
+            state.publisher = None
+        if reason == CLEAN_END or self.config.reconnect_grace_s <= 0:
+            await self._end(state, reason)
+            return
+        log.info(
+            "room %s: publisher left (%s); recording %s ends in %.0f s unless it returns",
+            state.room.id,
+            reason,
+            state.id,
+            self.config.reconnect_grace_s,
+        )
+
+        def expire() -> None:
+            task = asyncio.get_running_loop().create_task(
+                self._end(state, "reconnect grace expired")
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        state.grace = asyncio.get_running_loop().call_later(self.config.reconnect_grace_s, expire)
+
+    async def _end(self, state: RecordingState, reason: str) -> None:
+        if state.publisher is not None or self._live.get(state.room.id) is not state:
+            return  # a publisher came back, or it already ended
+        del self._live[state.room.id]
+        ended_at = self.now()
+        with state.lock:
+            uploads = self._final_playlists(state)
+        for upload in uploads:
+            self.uploader.put(state.id, upload)
+        await asyncio.to_thread(self.uploader.wait_idle, state.id, 60)
+        await asyncio.to_thread(
+            self.catalog.end_recording, state.id, retention=self.config.retention, ended_at=ended_at
+        )
+        log.info(
+            "room %s: recording %s ended (%s), %d segments",
+            state.room.id,
+            state.id,
+            reason,
+            state.next_sequence,
+        )
+
+    async def close(self) -> None:
+        """Service shutdown: end every recording now (their publishers are already gone)."""
+        for state in list(self._live.values()):
+            if state.grace is not None:
+                state.grace.cancel()
+            state.publisher = None
+            await self._end(state, "service stopping")
+
+    def live_count(self) -> int:
+        return len(self._live)
+
+    def state_of(self, room_id: str) -> RecordingState | None:
+        return self._live.get(room_id)
+
+    # -- segments (segmenter threads) -----------------------------------------------------------
+
+    def on_start(self, state: RecordingState, info: StreamInfo) -> None:
+        with state.lock:
+            for name in info.renditions:
+                if name not in state.renditions:
+                    state.renditions[name] = _Rendition(
+                        playlist=MediaPlaylist(segments=[], playlist_type="EVENT"), info=info
+                    )
+                else:
+                    state.renditions[name].info = info
+
+    def on_segment(
+        self, state: RecordingState, session: PublishSession, seg: SegmentClosed
+    ) -> None:
+        start_at = session.wall_time(seg.start_s)
+        key = K.media_segment(state.id, seg.rendition, start_at, seg.sequence, "ts")
+        fields = {
+            "recording_id": state.id,
+            "rendition": seg.rendition,
+            "sequence": seg.sequence,
+            "start_at": start_at,
+            "duration_s": seg.duration_s,
+            "key": key,
+            "size_bytes": seg.size_bytes,
+            "discontinuity": seg.discontinuity,
+        }
+        sidecar = seg.path.with_suffix(".json")
+        sidecar.write_text(json.dumps(fields | {"start_at": start_at.isoformat()}))
+        with state.lock:
+            rendition = state.renditions[seg.rendition]
+            rendition.playlist.segments.append(
+                MediaSegment(
+                    uri=key.rsplit("/", 1)[1],
+                    duration_s=seg.duration_s,
+                    program_date_time=start_at,
+                    discontinuity=seg.discontinuity,
+                )
+            )
+            rendition.peak_bps = max(rendition.peak_bps, int(seg.size_bytes * 8 / seg.duration_s))
+            if seg.rendition == "source":
+                state.next_sequence = seg.sequence + 1
+            playlist_text = rendition.playlist.render()
+            master = self._master_if_changed(state)
+        self.segments_closed += 1
+
+        lane = state.id
+        self.uploader.put(
+            lane, Upload(key=key, path=seg.path, then=lambda: self._index(fields, sidecar))
+        )
+        self.uploader.put(
+            lane, Upload(key=K.media_playlist(state.id, seg.rendition), data=playlist_text.encode())
+        )
+        if master is not None:
+            self.uploader.put(lane, master)
+
+    def _index(self, fields: dict[str, Any], sidecar: Path) -> None:
+        """After a segment is stored: index it, then forget its sidecar."""
+        # Indexed already if the process died between the two: the replay is idempotent.
+        with contextlib.suppress(IntegrityError):
+            self.catalog.add_segment(**fields)
+        sidecar.unlink(missing_ok=True)
+
+    def _master_if_changed(self, state: RecordingState) -> Upload | None:
+        """A new master playlist when a rendition appears or its peak grows past the announced."""
+        ready = {n: r for n, r in state.renditions.items() if r.peak_bps}
+        if "source" not in ready:
+            return None
+        changed = [r for r in ready.values() if r.peak_bps > r.announced_bps * 1.1]
+        if not changed:
+            return None
+        variants = []
+        for name, r in ready.items():
+            r.announced_bps = max(r.announced_bps, r.peak_bps)
+            info = r.info
+            video = name == "source" and info.has_video
+            variants.append(
+                Variant(
+                    uri=f"{name}/index.m3u8",
+                    bandwidth=int(r.announced_bps * 1.1),
+                    codecs=info.codecs(name),
+                    resolution=(info.width, info.height)
+                    if video and info.width and info.height
+                    else None,
+                    frame_rate=info.frame_rate if video else None,
+                    name=name,
+                )
+            )
+            self._save_rendition(state, name, variants[-1])
+        text = MasterPlaylist(variants=variants).render()
+        return Upload(key=K.master_playlist(state.id), data=text.encode())
+
+    def _save_rendition(self, state: RecordingState, name: str, variant: Variant) -> None:
+        width, height = variant.resolution or (None, None)
+        self.catalog.set_rendition(
+            recording_id=state.id,
+            name=name,
+            playlist_key=K.media_playlist(state.id, name),
+            codecs=variant.codecs,
+            bandwidth=variant.bandwidth,
+            width=width,
+            height=height,
+        )
+
+    def _final_playlists(self, state: RecordingState) -> list[Upload]:
+        uploads = []
+        for name, rendition in state.renditions.items():
+            if not rendition.playlist.segments:
+                continue
+            rendition.playlist.ended = True
+            uploads.append(
+                Upload(
+                    key=K.media_playlist(state.id, name), data=rendition.playlist.render().encode()
+                )
+            )
+        return uploads
+
+    # -- recovery after a crash -----------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Upload what the spool holds, finalise recordings left live by a dead process.
+
+        Blocking: run before the servers accept publishers. Returns how many were finalised.
+        """
+        spool = self.config.spool_dir
+        for sidecar in sorted(spool.glob("*/*.json")):
+            self._replay(sidecar)
+        self.uploader.wait_idle()
+        finalised = 0
+        for recording in self.catalog.recordings(status="live", limit=10_000):
+            if any(s.recording.id == recording.id for s in self._live.values()):
+                continue
+            self._finalise_from_catalog(recording)
+            finalised += 1
+        return finalised
+
+    def _replay(self, sidecar: Path) -> None:
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            log.error("spool: unreadable sidecar %s; leaving it", sidecar)
+            return
+        segment = sidecar.with_suffix(".ts")
+        if not segment.exists():
+            sidecar.unlink(missing_ok=True)
+            return
+        meta["start_at"] = datetime.fromisoformat(meta["start_at"])
+        log.info("spool: uploading %s left by a previous run", meta["key"])
+        self.uploader.put(
+            meta["recording_id"],
+            Upload(key=meta["key"], path=segment, then=lambda: self._index(meta, sidecar)),
+        )
+
+    def _finalise_from_catalog(self, recording: Recording) -> None:
+        ended_at = recording.started_at
+        for rendition in self.catalog.renditions(recording.id) or []:
+            segments = self.catalog.find_segments(recording.id, rendition.name)
+            if not segments:
+                continue
+            playlist = MediaPlaylist(
+                playlist_type="EVENT",
+                ended=True,
+                segments=[
+                    MediaSegment(
+                        uri=s.key.rsplit("/", 1)[1],
+                        duration_s=s.duration_s,
+                        program_date_time=s.start_at,
+                        discontinuity=s.discontinuity,
+                    )
+                    for s in segments
+                ],
+            )
+            last = segments[-1]
+            ended_at = max(ended_at, last.start_at + timedelta(seconds=last.duration_s))
+            self.uploader.put(
+                recording.id, Upload(key=rendition.playlist_key, data=playlist.render().encode())
+            )
+        self.uploader.wait_idle(recording.id)
+        self.catalog.end_recording(recording.id, retention=self.config.retention, ended_at=ended_at)
+        log.warning(
+            "recording %s was live when the service stopped; finalised at %s",
+            recording.id,
+            ended_at.isoformat(),
+        )
+
+
+class PublishSession:
+    """One publisher's connection to a recording: the PublishSink of the RTMP server and the
+    body consumer of an HTTP push."""
+
+    def __init__(
+        self, recorder: Recorder, state: RecordingState, *, input_format: str, peer: str
+    ) -> None:
+        self.recorder = recorder
+        self.state = state
+        self.input_format = input_format
+        self.peer = peer
+        self.channel = ByteChannel(asyncio.get_running_loop())
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self._wall_start: datetime | None = None
+        self._media_start: float | None = None
+        self._started_flv = False
+        self.metadata: dict[str, Any] = {}
+
+    def start(self, *, first_sequence: int, discontinuity: bool) -> None:
+        directory = self.recorder.config.spool_dir / self.state.id
+        segmenter = Segmenter(
+            source=self.channel,
+            input_format=self.input_format,
+            directory=directory,
+            target_s=self.recorder.config.segment_s,
+            first_sequence=first_sequence,
+            discontinuity=discontinuity,
+            audio_rendition=self.recorder.config.audio_rendition,
+            on_start=lambda info: self.recorder.on_start(self.state, info),
+            on_segment=lambda seg: self.recorder.on_segment(self.state, self, seg),
+            label=f"room {self.state.room.id} recording {self.state.id}",
+        )
+
+        def run() -> None:
+            try:
+                segmenter.run()
+            except TranscodeError as exc:
+                self.error = exc
+                log.warning("%s", exc)
+            except Exception as exc:  # the thread must never die silently
+                self.error = exc
+                log.exception("segmenter of recording %s failed", self.state.id)
+            finally:
+                self.channel.abandon()
+
+        self.thread = threading.Thread(
+            target=run, name=f"segmenter-{self.state.room.id}", daemon=True
+        )
+        self.thread.start()
+
+    def wall_time(self, media_s: float) -> datetime:
+        """The wall-clock time of a media instant: the first segment's start is when the first
+        bytes arrived; the media timeline runs from there."""
+        if self._media_start is None:
+            self._media_start = media_s
+        assert self._wall_start is not None
+        return self._wall_start + timedelta(seconds=media_s - self._media_start)
+
+    # -- PublishSink (RTMP) ---------------------------------------------------------------------
+
+    async def on_metadata(self, metadata: dict[str, Any]) -> None:
+        self.metadata = metadata
+
+    async def on_media(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
+        if not self._started_flv:
+            self._started_flv = True
+            await self.write(flv.HEADER)
+        await self.write(flv.tag(type_id, timestamp_ms, payload))
+
+    async def on_close(self, reason: str) -> None:
+        self.channel.close()
+        if self.thread is not None:
+            await asyncio.to_thread(self.thread.join)
+        if self.error is not None and reason == CLEAN_END:
+            reason = f"input unreadable: {self.error}"
+        await self.recorder.publisher_left(self.state, self, reason)
+
+    # -- HTTP push and shared ------------------------------------------------------------------
+
+    async def write(self, data: bytes) -> None:
+        if self._wall_start is None:
+            self._wall_start = self.recorder.now()
+        try:
+            await self.channel.write(data)
+        except ChannelClosed as exc:
+            raise ProtocolError(f"the media could not be read: {self.error or exc}") from exc
+
+
+__all__ = ["IngestError", "PublishSession", "Recorder", "RecorderConfig", "RecordingState"]
