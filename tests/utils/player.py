@@ -56,5 +56,6 @@ def play(store: ObjectStore, media_playlist_key: str, directory: Path) -> Played
                 audio += 1
     finally:
         container.close()
-    return Played(duration_s=(last or 0) - (first or 0), video_frames=video, audio_frames=audio,
-                  width=width)
+    return Played(
+        duration_s=(last or 0) - (first or 0), video_frames=video, audio_frames=audio, width=width
+    )
