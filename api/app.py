@@ -9,7 +9,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+from api.routes import ingest, rooms
 from api.runtime import Runtime, start_runtime
 from api.settings import Settings
 from api.version import version
@@ -22,14 +24,18 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
-        app.state.runtime = runtime or start_runtime(settings)
+        rt = app.state.runtime = runtime or await run_in_threadpool(start_runtime, settings)
         try:
+            await rt.start_servers()
             yield
         finally:
+            await rt.stop_servers()
             if owned:
-                app.state.runtime.close()
+                await run_in_threadpool(rt.close)
 
     app = FastAPI(title="afterlive", version=version(), lifespan=lifespan)
+    app.include_router(rooms.router)
+    app.include_router(ingest.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:

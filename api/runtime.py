@@ -7,7 +7,10 @@ import time
 from dataclasses import dataclass
 
 from api.settings import Settings
+from ingest.recorder import Recorder, RecorderConfig
+from ingest.rtmp import RtmpServer
 from storage import Catalog, EmbeddedStore, ObjectStore, StoreConfig
+from storage.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +20,28 @@ class Runtime:
     settings: Settings
     store: ObjectStore
     catalog: Catalog
+    uploader: Uploader
+    recorder: Recorder
     embedded: EmbeddedStore | None = None
+    rtmp: RtmpServer | None = None
+
+    async def start_servers(self) -> None:
+        """The live front doors, on the running event loop (the API's)."""
+        self.rtmp = RtmpServer(
+            open_publish=self.recorder.open_publish,
+            host=self.settings.rtmp_host,
+            port=self.settings.rtmp_port,
+        )
+        await self.rtmp.start()
+
+    async def stop_servers(self) -> None:
+        """Disconnect publishers, then end their recordings with what was received."""
+        if self.rtmp is not None:
+            await self.rtmp.close()
+        await self.recorder.close()
 
     def close(self) -> None:
+        self.uploader.close()
         self.catalog.dispose()
         if self.embedded is not None:
             self.embedded.stop()
@@ -64,8 +86,29 @@ def start_runtime(settings: Settings) -> Runtime:
         log.info("bucket %s ready at %s", settings.bucket, store.config.endpoint_url or "AWS S3")
         catalog = Catalog(settings.catalog_url)
         catalog.create_schema()
+        uploader = Uploader(store)
+        recorder = Recorder(
+            catalog=catalog,
+            uploader=uploader,
+            config=RecorderConfig(
+                spool_dir=settings.data_dir / "spool",
+                segment_s=settings.segment_duration,
+                reconnect_grace_s=settings.reconnect_grace.total_seconds(),
+                retention=settings.retention,
+            ),
+        )
+        finalised = recorder.recover()
+        if finalised:
+            log.warning("finalised %d recording(s) left live by a previous run", finalised)
     except BaseException:
         if embedded is not None:
             embedded.stop()
         raise
-    return Runtime(settings=settings, store=store, catalog=catalog, embedded=embedded)
+    return Runtime(
+        settings=settings,
+        store=store,
+        catalog=catalog,
+        uploader=uploader,
+        recorder=recorder,
+        embedded=embedded,
+    )

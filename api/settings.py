@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    rtmp_host: str = "127.0.0.1"
     rtmp_port: int = Field(1935, ge=1, le=65535)
     # The embedded store's S3 port (only used when no S3 endpoint is configured).
     store_port: int = Field(8333, ge=1, le=65535)

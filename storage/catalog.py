@@ -140,6 +140,12 @@ class Catalog:
             return None
         return room
 
+    def rooms_of(self, creator_id: str) -> Sequence[Room]:
+        with self.session() as s:
+            return s.scalars(
+                select(Room).where(Room.creator_id == creator_id).order_by(Room.created_at)
+            ).all()
+
     def rotate_stream_key(self, room_id: str) -> Room:
         """Give the room a new key; the old one stops working at once."""
         with self.session() as s:

@@ -1,0 +1,68 @@
+"""HTTP push: a chunked MPEG-TS body into the same pipeline as RTMP.
+
+ffmpeg -re -i INPUT -c copy -f mpegts -method PUT http://HOST:8000/ingest/<stream key>
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException, Request, status
+from starlette.requests import ClientDisconnect
+
+from api.deps import RuntimeDep
+from api.schemas import PushResult
+from ingest.errors import ProtocolError, PublishRefused
+from ingest.recorder import CLEAN_END
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["ingest"])
+
+
+@router.api_route(
+    "/ingest/{stream_key}",
+    methods=["PUT", "POST"],
+    name="http_push",
+    responses={
+        403: {"description": "unknown or revoked stream key"},
+        409: {"description": "the key is already live"},
+        422: {"description": "the body is not MPEG-TS audio/video"},
+    },
+)
+async def http_push(stream_key: str, request: Request, runtime: RuntimeDep) -> PushResult:
+    """Publish a live MPEG-TS stream (H.264/AAC or AAC) as the request body, chunked.
+
+    The answer comes when the body ends and the recording is finalised.
+    """
+    peer = f"{request.client.host}:{request.client.port}" if request.client else "?"
+    try:
+        session = await runtime.recorder.open_publish(
+            "http", stream_key, peer, input_format="mpegts"
+        )
+    except PublishRefused as exc:
+        log.warning("http push from %s refused: %s", peer, exc)
+        raise HTTPException(exc.http_status, str(exc)) from exc
+    received = 0
+    reason = CLEAN_END
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                received += len(chunk)
+                await session.write(chunk)
+    except ClientDisconnect:
+        reason = "publisher disconnected"
+    except ProtocolError as exc:
+        reason = str(exc)
+    finally:
+        await session.on_close(reason)
+    if session.error is not None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"the body is not a readable MPEG-TS stream: {session.error}",
+        )
+    return PushResult(
+        recording_id=session.state.id,
+        room_id=session.state.room.id,
+        bytes_received=received,
+        ended=reason,
+    )
