@@ -2,68 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from storage import EmbeddedStore, ObjectStore, StoreConfig
 from tests.conftest import seaweedfs_config
-from tests.utils.net import free_port, http_get, wait_until
+from tests.utils.net import wait_until
 from tests.utils.proc import alive
-
-AFTERLIVE = [
-    shutil.which("afterlive") or sys.executable,
-    *([] if shutil.which("afterlive") else ["-m", "api.cli"]),
-]
+from tests.utils.service import AFTERLIVE, Service, health, service_env
 
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    # CI exports AWS_* for the Ceph contract run; this test is about the embedded default.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AFTERLIVE_"))}
-    env |= {
-        "AFTERLIVE_DATA_DIR": str(data_dir),
-        "AFTERLIVE_API_PORT": str(free_port()),
-        "AFTERLIVE_STORE_PORT": str(free_port()),
-        "AFTERLIVE_RTMP_PORT": str(free_port()),
-    }
-    return env | extra
+    return service_env(data_dir, **extra)
 
 
 def _health(env: dict[str, str]) -> dict | None:
-    try:
-        status, _, body = http_get(
-            f"http://127.0.0.1:{env['AFTERLIVE_API_PORT']}/healthz", timeout=2
-        )
-    except OSError:
-        return None
-    return json.loads(body) if status == 200 else None
+    return health(env)
 
 
-class Serve:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.proc = subprocess.Popen(
-            [*AFTERLIVE, "serve"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-        )
-
-    def wait_healthy(self) -> dict:
-        def ready():
-            assert self.proc.poll() is None, f"serve exited early:\n{self.log.read_text()}"
-            return _health(self.env)
-
-        return wait_until(ready, timeout=60, interval=0.2, what="GET /healthz")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
+Serve = Service
 
 
 @pytest.fixture

@@ -1,0 +1,86 @@
+"""`afterlive serve` as a real process, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from storage import Catalog, EmbeddedStore, ObjectStore
+from storage.catalog import sqlite_url
+from tests.utils.net import free_port, http_get, wait_until
+
+AFTERLIVE = (
+    [shutil.which("afterlive")] if shutil.which("afterlive") else [sys.executable, "-m", "api.cli"]
+)
+
+
+def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    # CI exports AWS_* for the Ceph contract run; services under test use the embedded store.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AFTERLIVE_"))}
+    env |= {
+        "AFTERLIVE_DATA_DIR": str(data_dir),
+        "AFTERLIVE_API_PORT": str(free_port()),
+        "AFTERLIVE_STORE_PORT": str(free_port()),
+        "AFTERLIVE_RTMP_PORT": str(free_port()),
+    }
+    return env | extra
+
+
+def health(env: dict[str, str]) -> dict | None:
+    try:
+        status, _, body = http_get(
+            f"http://127.0.0.1:{env['AFTERLIVE_API_PORT']}/healthz", timeout=2
+        )
+    except OSError:
+        return None
+    return json.loads(body) if status == 200 else None
+
+
+class Service:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.data_dir = Path(env["AFTERLIVE_DATA_DIR"])
+        self.api = f"http://127.0.0.1:{env['AFTERLIVE_API_PORT']}"
+        self.rtmp = f"rtmp://127.0.0.1:{env['AFTERLIVE_RTMP_PORT']}/live"
+        self.proc = subprocess.Popen(
+            [*AFTERLIVE, "serve"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+        )
+
+    def wait_healthy(self) -> dict:
+        def ready():
+            assert self.proc.poll() is None, f"serve exited early:\n{self.log.read_text()}"
+            return health(self.env)
+
+        return wait_until(ready, timeout=60, interval=0.2, what="GET /healthz")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*AFTERLIVE, *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+    def store(self) -> ObjectStore:
+        from tests.conftest import seaweedfs_config
+
+        embedded = EmbeddedStore(
+            self.data_dir / "store", port=int(self.env["AFTERLIVE_STORE_PORT"])
+        )
+        return ObjectStore(seaweedfs_config(embedded, "afterlive"))
+
+    def catalog(self) -> Catalog:
+        return Catalog(sqlite_url(self.data_dir / "afterlive.db"))
