@@ -18,11 +18,13 @@ _SLOW_DOWN = (
 
 
 class FaultyProxy:
-    def __init__(self, upstream: str, *, failures: int) -> None:
+    def __init__(self, upstream: str, *, failures: int, only: str = "") -> None:
+        """Fail the first `failures` requests (whose path contains `only`, if given)."""
         target = urlsplit(upstream)
         self.upstream_host = target.hostname or "127.0.0.1"
         self.upstream_port = target.port or 80
         self.failures_left = failures
+        self.only = only
         self.seen = 0
         self._lock = threading.Lock()
         proxy = self
@@ -38,7 +40,7 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else b""
                 with proxy._lock:
                     proxy.seen += 1
-                    fail = proxy.failures_left > 0
+                    fail = proxy.failures_left > 0 and proxy.only in self.path
                     if fail:
                         proxy.failures_left -= 1
                 if fail:
