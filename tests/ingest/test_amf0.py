@@ -432,7 +432,8 @@ def test_deep_nesting_is_refused_quickly(level: bytes) -> None:
     started = time.perf_counter()
     with pytest.raises(ProtocolError, match=rf"nests deeper than {MAX_DEPTH} levels"):
         decode_all(data)
-    assert time.perf_counter() - started < 0.1
+    # Refused at level 65, not after walking 10,000 levels: a generous guard, not a benchmark.
+    assert time.perf_counter() - started < 2
 
 
 def test_nesting_limit_is_exactly_max_depth() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -37,20 +35,6 @@ def live_segments(
         )
         for i in range(count)
     ]
-
-
-def fastest_ms(
-    run: Callable[[], object], *, repeat: int = 7, setup: Callable[[], object] | None = None
-) -> float:
-    """The best of several timings: noise on a shared machine only ever adds time."""
-    best = float("inf")
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best * 1000
 
 
 def master() -> MasterPlaylist:
@@ -644,31 +628,8 @@ def test_rewrite_refuses_uris_that_would_break_the_playlist(bad: str) -> None:
         rewrite_uris(text, lambda uri: bad)
 
 
-# --- speed --------------------------------------------------------------------------------------
-
-TWO_HOURS = 3600  # segments of 2 s
-
-
-def test_rendering_two_hours_is_fast() -> None:
-    playlist = MediaPlaylist(segments=live_segments(TWO_HOURS), playlist_type="EVENT")
-
-    def forget() -> None:
-        for segment in playlist.segments:
-            segment.__dict__.pop("_rendered", None)
-
-    cold = fastest_ms(playlist.render, setup=forget)
-    playlist.render()
-    warm = fastest_ms(playlist.render)
-    # Measured on the development machine: about 7 ms cold and 0.3 ms warm. The bounds leave
-    # room for slow CI hosts; the brief is "well under 20 ms" for a full re-render.
-    assert cold < 40, f"cold render of {TWO_HOURS} segments took {cold:.1f} ms"
-    assert warm < 10, f"warm render of {TWO_HOURS} segments took {warm:.1f} ms"
-
-
-def test_rewriting_two_hours_is_fast() -> None:
-    text = MediaPlaylist(segments=live_segments(TWO_HOURS), playlist_type="EVENT").render()
+def test_rewriting_a_two_hour_playlist_rewrites_every_uri() -> None:
+    # Speed is measured by bench/playlists.py; this checks the large case behaves.
+    text = MediaPlaylist(segments=live_segments(3600), playlist_type="EVENT").render()
     rewritten = rewrite_uris(text, presign)
-    assert rewritten.count("https://s3.example/bucket/") == TWO_HOURS
-    took = fastest_ms(lambda: rewrite_uris(text, presign))
-    # Measured on the development machine: about 1.5 ms; the target is 5 ms.
-    assert took < 50, f"rewriting {TWO_HOURS} segment URIs took {took:.1f} ms"
+    assert rewritten.count("https://s3.example/bucket/") == 3600
