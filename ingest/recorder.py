@@ -155,6 +155,17 @@ class Recorder:
             return  # a publisher came back, or it already ended
         del self._live[state.room.id]
         ended_at = self.now()
+        # No segment ever closed: nothing to replay. Viewers must not find an empty recording.
+        if state.next_sequence == 0 and await asyncio.to_thread(
+            self.catalog.discard_recording, state.id
+        ):
+            log.warning(
+                "room %s: recording %s discarded, no media was recorded (%s)",
+                state.room.id,
+                state.id,
+                reason,
+            )
+            return
         with state.lock:
             uploads = self._final_playlists(state)
         for upload in uploads:

@@ -191,6 +191,20 @@ class Catalog:
                 recording.expires_at = recording.ended_at + retention
         return recording
 
+    def discard_recording(self, recording_id: str) -> bool:
+        """Remove a recording that never got a segment (its media was refused or never came).
+
+        Viewers must not find empty replays. Returns False, changing nothing, if it has segments.
+        """
+        with self.session() as s:
+            if s.scalar(select(Segment.id).where(Segment.recording_id == recording_id).limit(1)):
+                return False
+            recording = s.get(Recording, recording_id)
+            if recording is None:
+                return False
+            s.delete(recording)
+        return True
+
     def recording(self, recording_id: str) -> Recording | None:
         with self.session() as s:
             return s.get(Recording, recording_id)

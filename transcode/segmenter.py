@@ -26,7 +26,7 @@ from typing import IO
 import av
 import av.error
 
-from transcode.codecs import avc1_codec, mp4a_codec
+from transcode.codecs import avc1_codec, hevc_codec, mp4a_codec
 from transcode.errors import TranscodeError
 
 log = logging.getLogger(__name__)
@@ -234,6 +234,12 @@ class Segmenter:
         self.on_segment(segment)
 
 
+# What HLS players take in MPEG-TS (hls.js, Safari, ffmpeg), with the RFC 6381 string for each.
+# Anything else is refused rather than recorded into a replay nobody can play.
+_VIDEO = {"h264": (avc1_codec, "avc1.64001f"), "hevc": (hevc_codec, "hvc1.1.6.L93.B0")}
+_AUDIO = {"aac": (mp4a_codec, "mp4a.40.2"), "mp3": (None, "mp4a.40.34")}
+
+
 def _describe(video: av.stream.Stream | None, audio: av.stream.Stream | None) -> StreamInfo:
     info = StreamInfo(has_video=video is not None, has_audio=audio is not None)
     if video is not None:
@@ -242,20 +248,30 @@ def _describe(video: av.stream.Stream | None, audio: av.stream.Stream | None) ->
         # The SPS timing first: FLV's millisecond timestamps make average_rate 30.303 for 30.
         rate = ctx.framerate or video.guessed_rate or video.average_rate
         info.frame_rate = float(rate) if rate else None
-        info.video_codecs = _codec_string(ctx.name, ctx.extradata, avc1_codec, "avc1.64001f")
+        info.video_codecs = _codec_string("video", ctx.codec.canonical_name, ctx.extradata, _VIDEO)
     if audio is not None:
         ctx = audio.codec_context
-        info.audio_codecs = _codec_string(ctx.name, ctx.extradata, mp4a_codec, "mp4a.40.2")
+        info.audio_codecs = _codec_string("audio", ctx.codec.canonical_name, ctx.extradata, _AUDIO)
     return info
 
 
 def _codec_string(
-    name: str, extradata: bytes | None, parse: Callable[[bytes], str], fallback: str
+    kind: str,
+    name: str,
+    extradata: bytes | None,
+    known: dict[str, tuple[Callable[[bytes], str] | None, str]],
 ) -> str:
-    if extradata:
+    if name not in known:
+        raise TranscodeError(
+            f"{kind} codec {name!r} is not supported: publish "
+            + " or ".join(c.upper() for c in known)
+        )
+    parse, fallback = known[name]
+    if parse is not None and extradata:
         try:
             return parse(bytes(extradata))
         except TranscodeError:
             pass
-    log.warning("no codec configuration for %s; CODECS falls back to %s", name, fallback)
+    if parse is not None:
+        log.warning("no %s configuration for %s; CODECS falls back to %s", kind, name, fallback)
     return fallback

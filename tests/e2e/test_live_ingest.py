@@ -259,3 +259,42 @@ def test_garbage_and_broken_handshakes_do_not_disturb_a_live_room(service, token
     [recording] = wait_ended(service, room["id"])
     check_replay(service, recording.id, 10, video=True, tmp_path=tmp_path)
     assert service.proc.poll() is None
+
+
+def test_mp3_audio_is_recorded_with_its_own_codec(service, token, tmp_path) -> None:
+    room = new_room(service, token, "audio")
+    publisher = publish_rtmp(room["rtmp_url"], video=False, seconds=8, audio_codec="libmp3lame")
+    assert publisher.wait(60) == 0, publisher.stderr.read()
+    [recording] = wait_ended(service, room["id"])
+    store = service.store()
+    master = parse_master_playlist(store.get(K.master_playlist(recording.id)).decode())
+    assert [v.codecs for v in master.variants] == ["mp4a.40.34"]
+    played = play(store, K.media_playlist(recording.id, "source"), tmp_path)
+    assert abs(played.duration_s - 8) <= 2.1 and played.audio_frames > 0
+
+
+def test_unsupported_audio_codec_is_refused_clearly_and_leaves_no_recording(service, token):
+    room = new_room(service, token, "audio")
+    publisher = publish_rtmp(room["rtmp_url"], video=False, seconds=6, audio_codec="nellymoser")
+    assert publisher.wait(60) != 0  # the server closed the connection
+    wait_until(
+        lambda: "audio codec 'nellymoser' is not supported" in service.log.read_text(),
+        timeout=15,
+        what="a clear log line",
+    )
+    wait_until(lambda: recordings_of(service, room["id"]) == [], timeout=15, what="no recording")
+    assert service.proc.poll() is None
+
+
+def test_a_20_s_gop_still_gives_a_playable_recording(service, token, tmp_path) -> None:
+    room = new_room(service, token, "video")
+    publisher = publish_rtmp(room["rtmp_url"], seconds=24, gop_s=20)
+    assert publisher.wait(60) == 0, publisher.stderr.read()
+    [recording] = wait_ended(service, room["id"])
+    playlist = parse_media_playlist(
+        service.store().get(K.media_playlist(recording.id, "source")).decode()
+    )
+    # Cut only at keyframes: a long first segment, then the rest.
+    assert playlist.segments[0].duration_s == pytest.approx(20, abs=0.1)
+    assert playlist.target_duration >= 20
+    check_replay(service, recording.id, 24, video=True, tmp_path=tmp_path)

@@ -17,6 +17,7 @@ def synthetic_input(
     size: str = "320x240",
     rate: int = 30,
     tone_hz: int = 440,
+    audio_codec: str = "aac",
 ) -> list[str]:
     """ffmpeg arguments for H.264 + AAC (or AAC alone) test media, encoded on the fly."""
     args = ["-re"]
@@ -39,7 +40,9 @@ def synthetic_input(
             "-pix_fmt",
             "yuv420p",
         ]
-    args += ["-c:a", "aac", "-b:a", "64k", "-ar", "44100"]
+    args += ["-c:a", audio_codec, "-ar", "44100"]
+    if audio_codec in ("aac", "libmp3lame"):
+        args += ["-b:a", "64k"]
     return args
 
 
