@@ -31,6 +31,7 @@ class Runtime:
             open_publish=self.recorder.open_publish,
             host=self.settings.rtmp_host,
             port=self.settings.rtmp_port,
+            idle_timeout_s=self.settings.publisher_timeout.total_seconds(),
         )
         await self.rtmp.start()
 

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     public_media_base_url: str | None = None
     retention: Duration = timedelta(hours=24)
     reconnect_grace: Duration = timedelta(seconds=60)
+    # A publisher that sends nothing for this long is disconnected (then the grace runs).
+    publisher_timeout: Duration = timedelta(seconds=30)
     segment_duration: float = Field(2.0, ge=0.5, le=30)
     admin_token: SecretStr | None = None
     database_url: str | None = None
@@ -118,6 +120,13 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be longer than zero")
+        return value
+
+    @field_validator("publisher_timeout")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1 s")
         return value
 
     @field_validator("reconnect_grace")

@@ -5,6 +5,7 @@ ffmpeg -re -i INPUT -c copy -f mpegts -method PUT http://HOST:8000/ingest/<strea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -44,11 +45,20 @@ async def http_push(stream_key: str, request: Request, runtime: RuntimeDep) -> P
         raise HTTPException(exc.http_status, str(exc)) from exc
     received = 0
     reason = CLEAN_END
+    timeout = runtime.settings.publisher_timeout.total_seconds()
+    body = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(body), timeout)
+            except StopAsyncIteration:
+                break
             if chunk:
                 received += len(chunk)
                 await session.write(chunk)
+    except TimeoutError:
+        reason = f"no data for {timeout:.0f} s"
+        log.warning("http push from %s stalled: %s", peer, reason)
     except ClientDisconnect:
         reason = "publisher disconnected"
     except ProtocolError as exc:

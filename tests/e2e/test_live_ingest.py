@@ -4,6 +4,7 @@ RTMP and HTTP push, playlists read back from the store and decoded by a real pla
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 import socket
 import time
 from pathlib import Path
@@ -24,7 +25,9 @@ GRACE_S = 3
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Service:
     data = tmp_path_factory.mktemp("live")
-    env = service_env(data / "data", AFTERLIVE_RECONNECT_GRACE=f"{GRACE_S}s")
+    env = service_env(
+        data / "data", AFTERLIVE_RECONNECT_GRACE=f"{GRACE_S}s", AFTERLIVE_PUBLISHER_TIMEOUT="4s"
+    )
     svc = Service(env, data / "serve.log")
     try:
         svc.wait_healthy()
@@ -298,3 +301,20 @@ def test_a_20_s_gop_still_gives_a_playable_recording(service, token, tmp_path) -
     assert playlist.segments[0].duration_s == pytest.approx(20, abs=0.1)
     assert playlist.target_duration >= 20
     check_replay(service, recording.id, 24, video=True, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("door", ["rtmp", "http"])
+def test_a_stalled_publisher_is_disconnected_and_the_recording_ends(service, token, tmp_path, door):
+    room = new_room(service, token, "video")
+    publish = publish_rtmp if door == "rtmp" else publish_http
+    publisher = publish(room["rtmp_url"] if door == "rtmp" else room["http_push_url"], seconds=60)
+    try:
+        time.sleep(7)
+        publisher.send_signal(signal.SIGSTOP)  # a real publisher that stops sending mid-live
+        [recording] = wait_ended(service, room["id"], timeout=30)  # 4 s timeout + 3 s grace
+        played = play(service.store(), K.media_playlist(recording.id, "source"), tmp_path)
+        assert 3 <= played.duration_s <= 8
+        assert "timed out" in service.log.read_text() or "stalled" in service.log.read_text()
+    finally:
+        publisher.kill()
+        publisher.wait()
