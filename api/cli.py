@@ -88,6 +88,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             port=settings.api_port,
             log_level=settings.log_level.lower(),
             lifespan="on",
+            # An HTTP push is a request that lasts as long as the live: don't wait for it forever.
+            timeout_graceful_shutdown=10,
         )
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to whatever

@@ -95,6 +95,9 @@ class Recorder:
         self.now = now
         self._live: dict[str, RecordingState] = {}  # by room id
         self._tasks: set[asyncio.Task[None]] = set()
+        # Check-and-claim of a room spans awaits (catalog calls): serialise it per room, or two
+        # publishers arriving together could both find the room free.
+        self._claims: dict[str, asyncio.Lock] = {}
         self.segments_closed = 0
 
     # -- publishing -----------------------------------------------------------------------------
@@ -106,6 +109,10 @@ class Recorder:
         room = await asyncio.to_thread(self.catalog.room_by_stream_key, key)
         if room is None:
             raise UnknownStreamKey()
+        async with self._claims.setdefault(room.id, asyncio.Lock()):
+            return await self._claim(room, input_format=input_format, peer=peer)
+
+    async def _claim(self, room: Room, *, input_format: str, peer: str) -> PublishSession:
         state = self._live.get(room.id)
         if state is not None and state.publisher is not None:
             raise AlreadyLive()
