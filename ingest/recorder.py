@@ -218,7 +218,7 @@ class Recorder:
     def on_segment(
         self, state: RecordingState, session: PublishSession, seg: SegmentClosed
     ) -> None:
-        start_at = session.wall_time(seg.start_s)
+        start_at = session.segment_start(seg)
         key = K.media_segment(state.id, seg.rendition, start_at, seg.sequence, "ts")
         fields = {
             "recording_id": state.id,
@@ -404,7 +404,8 @@ class PublishSession:
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self._wall_start: datetime | None = None
-        self._media_start: float | None = None
+        self._anchors: dict[str, tuple[float, datetime]] = {}  # rendition -> (media s, wall)
+        self._ends: dict[str, datetime] = {}
         self._started_flv = False
         self.metadata: dict[str, Any] = {}
 
@@ -440,13 +441,23 @@ class PublishSession:
         )
         self.thread.start()
 
-    def wall_time(self, media_s: float) -> datetime:
-        """The wall-clock time of a media instant: the first segment's start is when the first
-        bytes arrived; the media timeline runs from there."""
-        if self._media_start is None:
-            self._media_start = media_s
+    def segment_start(self, seg: SegmentClosed) -> datetime:
+        """The wall-clock start of a segment, for EXT-X-PROGRAM-DATE-TIME and the key.
+
+        The first segment starts when the first bytes arrived; the media timeline runs from
+        there. After a timestamp jump (a discontinuity inside this publish) the media clock
+        restarts, so the wall clock continues from where the previous segment ended instead.
+        Called from the segmenter thread only.
+        """
         assert self._wall_start is not None
-        return self._wall_start + timedelta(seconds=media_s - self._media_start)
+        anchor = self._anchors.get(seg.rendition)
+        if anchor is None or seg.discontinuity:
+            wall = self._ends.get(seg.rendition, self._wall_start)
+            anchor = self._anchors[seg.rendition] = (seg.start_s, wall)
+        media0, wall0 = anchor
+        start = wall0 + timedelta(seconds=seg.start_s - media0)
+        self._ends[seg.rendition] = start + timedelta(seconds=seg.duration_s)
+        return start
 
     # -- PublishSink (RTMP) ---------------------------------------------------------------------
 

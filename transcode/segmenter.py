@@ -126,6 +126,8 @@ class Segmenter:
         self.target_s = target_s
         self.sequence = first_sequence
         self.first_sequence = first_sequence
+        self._new_timeline: set[int] = set()  # sequences that start after a timestamp jump
+        self.max_jump_s = max(10.0, 5 * target_s)
         self.discontinuity = discontinuity
         self.audio_rendition = audio_rendition
         self.on_start = on_start
@@ -163,7 +165,7 @@ class Segmenter:
         for out in outputs:
             out.open(self.sequence)
         cut_at: float | None = None  # where `source` was cut; `audio` follows at the next frame
-        last_t: dict[int, float] = {}
+        last_dts: dict[int, float] = {}
         try:
             for packet in container.demux(*wanted):
                 if packet.size == 0 or packet.pts is None or packet.dts is None:
@@ -172,15 +174,33 @@ class Segmenter:
                 t = float(packet.pts * tb)
                 end = t + float((packet.duration or 0) * tb)
                 index = packet.stream.index
-                # Timestamps that jump back (a publisher bug): keep the media, note it once.
-                if index in last_t and t + 1.0 < last_t[index]:
+                dts = float(packet.dts * tb)
+                previous = last_dts.get(index)
+                if previous is not None and not 0 <= dts - previous <= self.max_jump_s:
+                    # The publisher's clock jumped (a bug, a restarted encoder, a 32-bit wrap).
+                    # The TS muxer refuses time going back, and a leap would make one segment
+                    # last an hour: start new segments on the new timeline, after a
+                    # discontinuity, and keep recording.
                     log.warning(
-                        "%s: timestamps jumped back %.3f s on stream %d",
+                        "%s: timestamps jumped %+.3f s on stream %d; segment %d starts "
+                        "a new timeline",
                         self.label,
-                        last_t[index] - t,
+                        dts - previous,
                         index,
+                        self.sequence + 1,
                     )
-                last_t[index] = t
+                    for out in outputs:
+                        if out.start is not None:
+                            self._close(out, next_start=None)
+                        else:
+                            out.close().unlink(missing_ok=True)
+                    self.sequence += 1
+                    self._new_timeline.add(self.sequence)
+                    for out in outputs:
+                        out.open(self.sequence)
+                    last_dts.clear()
+                    cut_at = None
+                last_dts[index] = dts
                 self.packets += 1
                 is_video = video is not None and index == video.index
                 if (
@@ -192,7 +212,7 @@ class Segmenter:
                     self.sequence += 1
                     source.open(self.sequence)
                     cut_at = t
-                pts, dts = packet.pts, packet.dts
+                pts, dts_tb = packet.pts, packet.dts
                 source.write(packet, index, t, end)
                 if extra and not is_video:
                     out = extra[0]
@@ -201,7 +221,7 @@ class Segmenter:
                         out.open(source.sequence)
                         cut_at = None
                     # Muxing rescaled the packet in place: give it back its input timing.
-                    packet.pts, packet.dts, packet.time_base = pts, dts, tb
+                    packet.pts, packet.dts, packet.time_base = pts, dts_tb, tb
                     out.write(packet, index, t, end)
         except av.error.FFmpegError as exc:
             log.warning("%s: input ended with an error: %s", self.label, exc)
@@ -227,7 +247,8 @@ class Segmenter:
             start_s=out.start,
             duration_s=max(end - out.start, 0.001),
             size_bytes=path.stat().st_size,
-            discontinuity=self.discontinuity and out.sequence == self.first_sequence,
+            discontinuity=(self.discontinuity and out.sequence == self.first_sequence)
+            or out.sequence in self._new_timeline,
             closed_at=time.time(),
         )
         out.end = None

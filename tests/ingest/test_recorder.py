@@ -58,3 +58,40 @@ def test_unknown_key_is_refused_without_a_recording(recorder) -> None:
     with pytest.raises(UnknownStreamKey):
         asyncio.run(recorder.open_publish("live", "no-such-room-key", "a"))
     assert recorder.catalog.recordings(room_id=room_id) == []
+
+
+def test_wall_clock_continues_across_a_timestamp_jump(recorder, tmp_path) -> None:
+    from datetime import timedelta
+    from pathlib import Path
+
+    from transcode.segmenter import SegmentClosed
+
+    _, key = room_key(recorder)
+
+    def seg(seq: int, start: float, jump: bool = False) -> SegmentClosed:
+        return SegmentClosed(
+            rendition="source",
+            sequence=seq,
+            path=Path("x"),
+            start_s=start,
+            duration_s=2.0,
+            size_bytes=1,
+            discontinuity=jump,
+            closed_at=0,
+        )
+
+    async def run():
+        session = await recorder.open_publish("live", key, "a")
+        await session.write(b"FLV")  # the first bytes fix the wall-clock origin
+        first = session.segment_start(seg(0, 10.0))
+        second = session.segment_start(seg(1, 12.0))
+        # The publisher's clock jumps back to 0: wall time carries on from the last end.
+        third = session.segment_start(seg(2, 0.0, jump=True))
+        fourth = session.segment_start(seg(3, 2.0))
+        await session.on_close("unpublished")
+        return first, second, third, fourth
+
+    first, second, third, fourth = asyncio.run(run())
+    assert second - first == timedelta(seconds=2)
+    assert third - second == timedelta(seconds=2)
+    assert fourth - third == timedelta(seconds=2)
