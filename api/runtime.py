@@ -96,6 +96,7 @@ def start_runtime(settings: Settings) -> Runtime:
                 segment_s=settings.segment_duration,
                 reconnect_grace_s=settings.reconnect_grace.total_seconds(),
                 retention=settings.retention,
+                ladder=settings.ladder,
             ),
         )
         finalised = recorder.recover()

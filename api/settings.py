@@ -21,7 +21,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.catalog import sqlite_url
 
@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     # A publisher that sends nothing for this long is disconnected (then the grace runs).
     publisher_timeout: Duration = timedelta(seconds=30)
     segment_duration: float = Field(2.0, ge=0.5, le=30)
+    # Optional transcoded renditions, e.g. "720p,480p,360p": a whole machine per room (FACTS).
+    ladder: Annotated[list[int], NoDecode] = Field(default_factory=list)
     admin_token: SecretStr | None = None
     database_url: str | None = None
     log_level: str = "INFO"
@@ -127,6 +129,19 @@ class Settings(BaseSettings):
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
         if value < timedelta(seconds=1):
             raise ValueError("must be at least 1 s")
+        return value
+
+    @field_validator("ladder", mode="before")
+    @classmethod
+    def _heights(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [p.strip().lower().removesuffix("p") for p in value.split(",") if p.strip()]
+            if not all(p.isdigit() for p in parts):
+                raise ValueError("a comma-separated list of heights such as 720p,480p,360p")
+            value = [int(p) for p in parts]
+        unknown = [h for h in value if h not in (720, 480, 360)]
+        if unknown:
+            raise ValueError(f"rungs are 720p, 480p and 360p; not {unknown}")
         return value
 
     @field_validator("reconnect_grace")

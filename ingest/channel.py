@@ -44,6 +44,17 @@ class ByteChannel:
                 space = self._space = asyncio.Event()
             await space.wait()
 
+    def try_write(self, data: bytes) -> bool:
+        """Append without waiting; False if full or abandoned (for consumers that may fall
+        behind without slowing the publisher down, such as the optional ladder)."""
+        with self._cond:
+            if self._abandoned or self._size + len(data) > self._max:
+                return False
+            self._chunks.append(data)
+            self._size += len(data)
+            self._cond.notify()
+            return True
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

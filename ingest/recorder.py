@@ -38,11 +38,14 @@ from storage.models import Recording, Room
 from storage.uploader import Upload, Uploader
 from transcode.errors import TranscodeError
 from transcode.playlists import MasterPlaylist, MediaPlaylist, MediaSegment, Variant
+from transcode.renditions import LadderTranscoder, rungs_for
 from transcode.segmenter import SegmentClosed, Segmenter, StreamInfo
 
 log = logging.getLogger(__name__)
 
 CLEAN_END = "unpublished"
+# How far the optional ladder's input may fall behind the live before the ladder is dropped.
+LADDER_BACKLOG = 16 << 20
 
 
 @dataclass(kw_only=True)
@@ -52,6 +55,7 @@ class RecorderConfig:
     reconnect_grace_s: float = 60.0
     retention: timedelta = timedelta(hours=24)
     audio_rendition: bool = True
+    ladder: list[int] = field(default_factory=list)  # rung heights; empty: copy only
 
 
 @dataclass(kw_only=True)
@@ -68,7 +72,8 @@ class RecordingState:
 
     recording: Recording
     room: Room
-    next_sequence: int = 0
+    next_sequence: int = 0  # of the source rendition
+    sequences: dict[str, int] = field(default_factory=dict)  # next sequence per rendition
     renditions: dict[str, _Rendition] = field(default_factory=dict)
     publisher: PublishSession | None = None
     grace: asyncio.TimerHandle | None = None
@@ -242,7 +247,10 @@ class Recorder:
                     discontinuity=seg.discontinuity,
                 )
             )
-            rendition.peak_bps = max(rendition.peak_bps, int(seg.size_bytes * 8 / seg.duration_s))
+            # A short last segment (a few ms) says nothing about the bitrate a player needs.
+            measured = seg.size_bytes * 8 / max(seg.duration_s, self.config.segment_s / 2)
+            rendition.peak_bps = max(rendition.peak_bps, int(measured))
+            state.sequences[seg.rendition] = seg.sequence + 1
             if seg.rendition == "source":
                 state.next_sequence = seg.sequence + 1
             playlist_text = rendition.playlist.render()
@@ -275,10 +283,10 @@ class Recorder:
         if not changed:
             return None
         variants = []
-        for name, r in ready.items():
+        for name, r in sorted(ready.items(), key=lambda item: _variant_order(item[0])):
             r.announced_bps = max(r.announced_bps, r.peak_bps)
             info = r.info
-            video = name == "source" and info.has_video
+            video = name != "audio" and info.has_video
             variants.append(
                 Variant(
                     uri=f"{name}/index.m3u8",
@@ -389,6 +397,15 @@ class Recorder:
         )
 
 
+def _variant_order(name: str) -> tuple[int, int]:
+    """source first, then the ladder from the top rung down, the audio-only rendition last."""
+    if name == "source":
+        return (0, 0)
+    if name == "audio":
+        return (2, 0)
+    return (1, -int(name.rstrip("p") or 0))
+
+
 class PublishSession:
     """One publisher's connection to a recording: the PublishSink of the RTMP server and the
     body consumer of an HTTP push."""
@@ -408,6 +425,15 @@ class PublishSession:
         self._ends: dict[str, datetime] = {}
         self._started_flv = False
         self.metadata: dict[str, Any] = {}
+        # The optional ladder gets a copy of the input. Until the source's height is known
+        # (the segmenter's probe), bytes wait in `_ladder_prefix`; then in a side channel that
+        # is dropped, never awaited, if the encoder falls behind.
+        self._loop = asyncio.get_running_loop()
+        self._ladder_lock = threading.Lock()
+        wants_ladder = bool(recorder.config.ladder) and state.room.kind == "video"
+        self._ladder_prefix: bytearray | None = bytearray() if wants_ladder else None
+        self._ladder_feed: ByteChannel | None = None
+        self._ladder_thread: threading.Thread | None = None
 
     def start(self, *, first_sequence: int, discontinuity: bool) -> None:
         directory = self.recorder.config.spool_dir / self.state.id
@@ -419,10 +445,11 @@ class PublishSession:
             first_sequence=first_sequence,
             discontinuity=discontinuity,
             audio_rendition=self.recorder.config.audio_rendition,
-            on_start=lambda info: self.recorder.on_start(self.state, info),
+            on_start=self._on_start,
             on_segment=lambda seg: self.recorder.on_segment(self.state, self, seg),
             label=f"room {self.state.room.id} recording {self.state.id}",
         )
+        self._discontinuity = discontinuity
 
         def run() -> None:
             try:
@@ -440,6 +467,66 @@ class PublishSession:
             target=run, name=f"segmenter-{self.state.room.id}", daemon=True
         )
         self.thread.start()
+
+    def _on_start(self, info: StreamInfo) -> None:
+        """The input is probed (segmenter thread): announce renditions, start the ladder."""
+        self.recorder.on_start(self.state, info)
+        rungs = rungs_for(self.recorder.config.ladder, info.height) if info.has_video else []
+        with self._ladder_lock:
+            prefix, self._ladder_prefix = self._ladder_prefix, None
+            if not rungs or prefix is None:
+                return
+            ladder = LadderTranscoder(
+                rungs=rungs,
+                input_format=self.input_format,
+                directory=self.recorder.config.spool_dir / self.state.id / "ladder",
+                target_s=self.recorder.config.segment_s,
+                first_sequences=dict(self.state.sequences),
+                discontinuity=self._discontinuity,
+                source_info=info,
+                on_start=lambda _name, rung_info: self.recorder.on_start(self.state, rung_info),
+                on_segment=lambda seg: self.recorder.on_segment(self.state, self, seg),
+                label=f"room {self.state.room.id} recording {self.state.id}",
+            )
+            feed = self._ladder_feed = ByteChannel(self._loop, max_bytes=LADDER_BACKLOG)
+            feed.try_write(bytes(prefix))
+        try:
+            ladder.start()
+        except OSError as exc:
+            log.error("room %s: the ladder could not start: %s", self.state.room.id, exc)
+            feed.abandon()
+            return
+
+        def pump() -> None:
+            try:
+                while chunk := feed.read(1 << 16):
+                    ladder.stdin.write(chunk)
+            except (BrokenPipeError, ValueError, OSError) as exc:
+                log.error("room %s: the ladder stopped taking input: %s", self.state.room.id, exc)
+            finally:
+                ladder.finish()
+
+        self._ladder_thread = threading.Thread(
+            target=pump, name=f"ladder-feed-{self.state.room.id}", daemon=True
+        )
+        self._ladder_thread.start()
+
+    def _feed_ladder(self, data: bytes) -> None:
+        with self._ladder_lock:
+            if self._ladder_prefix is not None:
+                if len(self._ladder_prefix) + len(data) <= LADDER_BACKLOG:
+                    self._ladder_prefix += data
+                else:
+                    self._ladder_prefix = None  # never probed: no ladder for this publish
+            elif self._ladder_feed is not None and not self._ladder_feed.try_write(data):
+                log.error(
+                    "room %s: the ladder fell %d MB behind the live; stopping it (the "
+                    "source recording goes on)",
+                    self.state.room.id,
+                    LADDER_BACKLOG >> 20,
+                )
+                self._ladder_feed.abandon()
+                self._ladder_feed = None
 
     def segment_start(self, seg: SegmentClosed) -> datetime:
         """The wall-clock start of a segment, for EXT-X-PROGRAM-DATE-TIME and the key.
@@ -474,6 +561,12 @@ class PublishSession:
         self.channel.close()
         if self.thread is not None:
             await asyncio.to_thread(self.thread.join)
+        with self._ladder_lock:
+            self._ladder_prefix = None
+            if self._ladder_feed is not None:
+                self._ladder_feed.close()
+        if self._ladder_thread is not None:
+            await asyncio.to_thread(self._ladder_thread.join)
         if self.error is not None and reason == CLEAN_END:
             reason = f"input unreadable: {self.error}"
         await self.recorder.publisher_left(self.state, self, reason)
@@ -485,6 +578,8 @@ class PublishSession:
             self._wall_start = self.recorder.now()
         try:
             await self.channel.write(data)
+            if self._ladder_prefix is not None or self._ladder_feed is not None:
+                self._feed_ladder(data)
         except ChannelClosed as exc:
             raise ProtocolError(f"the media could not be read: {self.error or exc}") from exc
 
