@@ -263,7 +263,7 @@ class RtmpConnection:
                 "This server records; watch over HLS instead.",
             )
             raise ProtocolError("play is not supported on the ingest port")
-        elif name in ("_checkbw", "getStreamLength", "releaseStream"):
+        elif name in ("_checkbw", "getStreamLength"):
             await self._result(txn, None)
         else:
             log.debug("rtmp %s: ignoring command %s", self.peer, name)

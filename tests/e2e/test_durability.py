@@ -7,7 +7,6 @@ import os
 import signal
 import time
 
-import httpx
 import pytest
 
 from storage import keys as K
@@ -34,15 +33,7 @@ def start(tmp_path):
 
 
 def room_for(service: Service, kind: str) -> dict:
-    token = service.cli("creators", "add", f"creator-{time.monotonic_ns()}").stdout.strip()
-    reply = httpx.post(
-        f"{service.api}/api/rooms",
-        json={"title": "durable", "kind": kind},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert reply.status_code == 201, reply.text
-    return reply.json()
+    return service.new_room(service.new_creator(), kind, "durable")
 
 
 def test_store_stalled_for_10_s_mid_live_loses_nothing(start, tmp_path) -> None:
@@ -62,13 +53,7 @@ def test_store_stalled_for_10_s_mid_live_loses_nothing(start, tmp_path) -> None:
     assert publisher.wait(60) == 0, publisher.stderr.read()
 
     catalog = service.catalog()
-    recording = wait_until(
-        lambda: next(
-            (r for r in catalog.recordings(room_id=room["id"]) if r.status == "ended"), None
-        ),
-        timeout=90,
-        what="recording to end",
-    )
+    [recording] = service.wait_ended(room["id"], timeout=90)
     key = K.media_playlist(recording.id, "source")
     playlist = parse_media_playlist(service.store().get(key).decode())
     assert playlist.ended

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
-
 from storage import keys as K
 from tests.utils.media import publish_rtmp
-from tests.utils.net import wait_until
 from tests.utils.player import play
 from tests.utils.service import Service, service_env
 from transcode.playlists import parse_master_playlist, parse_media_playlist
@@ -17,23 +14,10 @@ def test_ladder_adds_renditions_below_the_source(tmp_path) -> None:
     service = Service(env, tmp_path / "serve.log")
     try:
         service.wait_healthy()
-        token = service.cli("creators", "add", "ladder").stdout.strip()
-        room = httpx.post(
-            f"{service.api}/api/rooms",
-            json={"title": "t", "kind": "video"},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        ).json()
+        room = service.new_room(service.new_creator(), "video")
         publisher = publish_rtmp(room["rtmp_url"], seconds=10, size="640x480")
         assert publisher.wait(60) == 0, publisher.stderr.read()
-        catalog = service.catalog()
-        recording = wait_until(
-            lambda: next(
-                (r for r in catalog.recordings(room_id=room["id"]) if r.status == "ended"), None
-            ),
-            timeout=60,
-            what="recording ended",
-        )
+        [recording] = service.wait_ended(room["id"])
         store = service.store()
         master = parse_master_playlist(store.get(K.master_playlist(recording.id)).decode())
         # 720p would be an upscale of a 480-line source: only 360p is made.

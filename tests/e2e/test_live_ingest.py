@@ -38,32 +38,7 @@ def service(tmp_path_factory) -> Service:
 
 @pytest.fixture(scope="module")
 def token(service: Service) -> str:
-    added = service.cli("creators", "add", "Live Tester")
-    assert added.returncode == 0, added.stderr
-    return added.stdout.strip()
-
-
-def new_room(service: Service, token: str, kind: str, title: str = "A room") -> dict:
-    reply = httpx.post(
-        f"{service.api}/api/rooms",
-        json={"title": title, "kind": kind},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert reply.status_code == 201, reply.text
-    return reply.json()
-
-
-def recordings_of(service: Service, room_id: str):
-    return list(service.catalog().recordings(room_id=room_id))
-
-
-def wait_ended(service: Service, room_id: str, count: int = 1, timeout: float = 60):
-    def ended():
-        recs = recordings_of(service, room_id)
-        return recs if len(recs) >= count and all(r.status == "ended" for r in recs) else None
-
-    return wait_until(ended, timeout=timeout, interval=0.25, what=f"room {room_id} to end")
+    return service.new_creator("Live Tester")
 
 
 def check_replay(
@@ -104,15 +79,15 @@ def check_replay(
 
 
 def test_rtmp_video_room_is_recorded_and_grows_while_live(service, token, tmp_path) -> None:
-    room = new_room(service, token, "video")
+    room = service.new_room(token, "video")
     assert room["rtmp_url"].startswith("rtmp://") and room["rtmp_url"].endswith(room["stream_key"])
     publisher = publish_rtmp(room["rtmp_url"], seconds=20)
     store = service.store()
 
     # While live: the playlist is in the store, EVENT, dated, growing, not ended.
-    recording = wait_until(
-        lambda: recordings_of(service, room["id"]), timeout=15, what="recording"
-    )[0]
+    recording = wait_until(lambda: service.recordings_of(room["id"]), timeout=15, what="recording")[
+        0
+    ]
     key = K.media_playlist(recording.id, "source")
     wait_until(lambda: store.head(key), timeout=15, what="first playlist")
     first = parse_media_playlist(store.get(key).decode())
@@ -124,42 +99,42 @@ def test_rtmp_video_room_is_recorded_and_grows_while_live(service, token, tmp_pa
     assert store.head(K.master_playlist(recording.id)) is not None
 
     assert publisher.wait(60) == 0, publisher.stderr.read()
-    [ended] = wait_ended(service, room["id"])
+    [ended] = service.wait_ended(room["id"])
     assert ended.ended_at is not None and ended.expires_at is not None
     check_replay(service, ended.id, 20, video=True, tmp_path=tmp_path)
 
 
 def test_rtmp_audio_room(service, token, tmp_path) -> None:
-    room = new_room(service, token, "audio")
+    room = service.new_room(token, "audio")
     publisher = publish_rtmp(room["rtmp_url"], video=False, seconds=20)
     assert publisher.wait(60) == 0, publisher.stderr.read()
-    [recording] = wait_ended(service, room["id"])
+    [recording] = service.wait_ended(room["id"])
     check_replay(service, recording.id, 20, video=False, tmp_path=tmp_path)
 
 
 def test_http_push(service, token, tmp_path) -> None:
-    room = new_room(service, token, "video")
+    room = service.new_room(token, "video")
     assert room["http_push_url"].endswith(f"/ingest/{room['stream_key']}")
     publisher = publish_http(room["http_push_url"], seconds=20)
     assert publisher.wait(60) == 0, publisher.stderr.read()
-    [recording] = wait_ended(service, room["id"])
+    [recording] = service.wait_ended(room["id"])
     check_replay(service, recording.id, 20, video=True, tmp_path=tmp_path)
 
 
 def test_wrong_key_is_refused_before_anything_is_stored(service, token) -> None:
-    room = new_room(service, token, "video")
+    room = service.new_room(token, "video")
     bad = room["stream_key"][:-4] + "AAAA"
     publisher = publish_rtmp(f"{service.rtmp}/{bad}", seconds=3)
     assert publisher.wait(30) != 0
     assert "unknown or revoked stream key" in publisher.stderr.read()
     push = httpx.put(f"{service.api}/ingest/{bad}", content=b"\x47" * 188 * 10, timeout=10)
     assert push.status_code == 403 and "unknown" in push.json()["detail"]
-    assert recordings_of(service, room["id"]) == []
+    assert service.recordings_of(room["id"]) == []
     assert "publish refused" in service.log.read_text()
 
 
 def test_rotated_key_stops_working(service, token) -> None:
-    room = new_room(service, token, "audio")
+    room = service.new_room(token, "audio")
     rotated = httpx.post(
         f"{service.api}/api/rooms/{room['id']}/rotate-key",
         headers={"Authorization": f"Bearer {token}"},
@@ -168,24 +143,24 @@ def test_rotated_key_stops_working(service, token) -> None:
     assert rotated["stream_key"] != room["stream_key"]
     old = publish_rtmp(room["rtmp_url"], video=False, seconds=2)
     assert old.wait(30) != 0
-    assert recordings_of(service, room["id"]) == []
+    assert service.recordings_of(room["id"]) == []
 
 
 def test_second_publisher_on_a_live_key_is_refused(service, token, tmp_path) -> None:
-    room = new_room(service, token, "video")
+    room = service.new_room(token, "video")
     first = publish_rtmp(room["rtmp_url"], seconds=10)
-    wait_until(lambda: recordings_of(service, room["id"]), timeout=15, what="first publisher live")
+    wait_until(lambda: service.recordings_of(room["id"]), timeout=15, what="first publisher live")
     second = publish_rtmp(room["rtmp_url"], seconds=3)
     assert second.wait(30) != 0
     assert "already live" in second.stderr.read()
     assert first.wait(60) == 0
-    [recording] = wait_ended(service, room["id"])
+    [recording] = service.wait_ended(room["id"])
     check_replay(service, recording.id, 10, video=True, tmp_path=tmp_path)
 
 
 def test_five_rooms_at_once(service, token, tmp_path) -> None:
     rooms = [
-        new_room(service, token, kind, f"room {i}")
+        service.new_room(token, kind, f"room {i}")
         for i, kind in enumerate(["video", "video", "video", "audio", "audio"])
     ]
     publishers = [
@@ -193,13 +168,13 @@ def test_five_rooms_at_once(service, token, tmp_path) -> None:
     ]
     assert [p.wait(60) for p in publishers] == [0] * 5
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
-        ended = list(pool.map(lambda r: wait_ended(service, r["id"])[0], rooms))
+        ended = list(pool.map(lambda r: service.wait_ended(r["id"])[0], rooms))
     for room, recording in zip(rooms, ended, strict=True):
         check_replay(service, recording.id, 10, video=room["kind"] == "video", tmp_path=tmp_path)
 
 
 def test_reconnect_within_grace_continues_the_recording(service, token, tmp_path) -> None:
-    room = new_room(service, token, "video")
+    room = service.new_room(token, "video")
     first = publish_rtmp(room["rtmp_url"], seconds=30)
     time.sleep(6)
     first.kill()  # a dropped connection, not a clean unpublish
@@ -207,19 +182,19 @@ def test_reconnect_within_grace_continues_the_recording(service, token, tmp_path
     time.sleep(1)
     second = publish_rtmp(room["rtmp_url"], seconds=6)
     assert second.wait(60) == 0, second.stderr.read()
-    [recording] = wait_ended(service, room["id"])
+    [recording] = service.wait_ended(room["id"])
     playlist = parse_media_playlist(
         service.store().get(K.media_playlist(recording.id, "source")).decode()
     )
     flags = [s.discontinuity for s in playlist.segments]
     assert flags.count(True) == 1 and not flags[0]
-    assert [r.id for r in recordings_of(service, room["id"])] == [recording.id]
+    assert [r.id for r in service.recordings_of(room["id"])] == [recording.id]
     played = play(service.store(), K.media_playlist(recording.id, "source"), tmp_path)
     assert played.video_frames >= 9 * 30
 
 
 def test_reconnect_after_grace_starts_a_new_recording(service, token) -> None:
-    room = new_room(service, token, "audio")
+    room = service.new_room(token, "audio")
     first = publish_rtmp(room["rtmp_url"], video=False, seconds=30)
     time.sleep(4)
     first.kill()
@@ -227,12 +202,12 @@ def test_reconnect_after_grace_starts_a_new_recording(service, token) -> None:
     time.sleep(GRACE_S + 2)
     second = publish_rtmp(room["rtmp_url"], video=False, seconds=4)
     assert second.wait(60) == 0
-    recordings = wait_ended(service, room["id"], count=2)
+    recordings = service.wait_ended(room["id"], count=2)
     assert len(recordings) == 2
 
 
 def test_garbage_and_broken_handshakes_do_not_disturb_a_live_room(service, token, tmp_path) -> None:
-    room = new_room(service, token, "video")
+    room = service.new_room(token, "video")
     good = publish_rtmp(room["rtmp_url"], seconds=10)
     port = int(service.env["AFTERLIVE_RTMP_PORT"])
     time.sleep(1)
@@ -253,22 +228,22 @@ def test_garbage_and_broken_handshakes_do_not_disturb_a_live_room(service, token
             except (ConnectionResetError, TimeoutError):
                 pass
     bad_push = httpx.put(
-        f"{service.api}/ingest/{new_room(service, token, 'video')['stream_key']}",
+        f"{service.api}/ingest/{service.new_room(token, 'video')['stream_key']}",
         content=b"this is not mpeg-ts" * 1000,
         timeout=30,
     )
     assert bad_push.status_code == 422, bad_push.text
     assert good.wait(60) == 0, good.stderr.read()
-    [recording] = wait_ended(service, room["id"])
+    [recording] = service.wait_ended(room["id"])
     check_replay(service, recording.id, 10, video=True, tmp_path=tmp_path)
     assert service.proc.poll() is None
 
 
 def test_mp3_audio_is_recorded_with_its_own_codec(service, token, tmp_path) -> None:
-    room = new_room(service, token, "audio")
+    room = service.new_room(token, "audio")
     publisher = publish_rtmp(room["rtmp_url"], video=False, seconds=8, audio_codec="libmp3lame")
     assert publisher.wait(60) == 0, publisher.stderr.read()
-    [recording] = wait_ended(service, room["id"])
+    [recording] = service.wait_ended(room["id"])
     store = service.store()
     master = parse_master_playlist(store.get(K.master_playlist(recording.id)).decode())
     assert [v.codecs for v in master.variants] == ["mp4a.40.34"]
@@ -277,7 +252,7 @@ def test_mp3_audio_is_recorded_with_its_own_codec(service, token, tmp_path) -> N
 
 
 def test_unsupported_audio_codec_is_refused_clearly_and_leaves_no_recording(service, token):
-    room = new_room(service, token, "audio")
+    room = service.new_room(token, "audio")
     publisher = publish_rtmp(room["rtmp_url"], video=False, seconds=6, audio_codec="nellymoser")
     assert publisher.wait(60) != 0  # the server closed the connection
     wait_until(
@@ -285,15 +260,15 @@ def test_unsupported_audio_codec_is_refused_clearly_and_leaves_no_recording(serv
         timeout=15,
         what="a clear log line",
     )
-    wait_until(lambda: recordings_of(service, room["id"]) == [], timeout=15, what="no recording")
+    wait_until(lambda: service.recordings_of(room["id"]) == [], timeout=15, what="no recording")
     assert service.proc.poll() is None
 
 
 def test_a_20_s_gop_still_gives_a_playable_recording(service, token, tmp_path) -> None:
-    room = new_room(service, token, "video")
+    room = service.new_room(token, "video")
     publisher = publish_rtmp(room["rtmp_url"], seconds=24, gop_s=20)
     assert publisher.wait(60) == 0, publisher.stderr.read()
-    [recording] = wait_ended(service, room["id"])
+    [recording] = service.wait_ended(room["id"])
     playlist = parse_media_playlist(
         service.store().get(K.media_playlist(recording.id, "source")).decode()
     )
@@ -305,13 +280,13 @@ def test_a_20_s_gop_still_gives_a_playable_recording(service, token, tmp_path) -
 
 @pytest.mark.parametrize("door", ["rtmp", "http"])
 def test_a_stalled_publisher_is_disconnected_and_the_recording_ends(service, token, tmp_path, door):
-    room = new_room(service, token, "video")
+    room = service.new_room(token, "video")
     publish = publish_rtmp if door == "rtmp" else publish_http
     publisher = publish(room["rtmp_url"] if door == "rtmp" else room["http_push_url"], seconds=60)
     try:
         time.sleep(7)
         publisher.send_signal(signal.SIGSTOP)  # a real publisher that stops sending mid-live
-        [recording] = wait_ended(service, room["id"], timeout=30)  # 4 s timeout + 3 s grace
+        [recording] = service.wait_ended(room["id"], timeout=30)  # 4 s timeout + 3 s grace
         played = play(service.store(), K.media_playlist(recording.id, "source"), tmp_path)
         assert 3 <= played.duration_s <= 8
         assert "timed out" in service.log.read_text() or "stalled" in service.log.read_text()

@@ -8,7 +8,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 from storage import Catalog, EmbeddedStore, ObjectStore
 from storage.catalog import sqlite_url
@@ -84,3 +87,33 @@ class Service:
 
     def catalog(self) -> Catalog:
         return Catalog(sqlite_url(self.data_dir / "afterlive.db"))
+
+    # -- the API as a creator uses it -------------------------------------------------------------
+
+    def new_creator(self, name: str | None = None) -> str:
+        """A creator's bearer token, made with the CLI as the README says."""
+        added = self.cli("creators", "add", name or f"creator-{time.monotonic_ns()}")
+        assert added.returncode == 0, added.stderr
+        return added.stdout.strip()
+
+    def new_room(self, token: str, kind: str, title: str = "A room") -> dict:
+        reply = httpx.post(
+            f"{self.api}/api/rooms",
+            json={"title": title, "kind": kind},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert reply.status_code == 201, reply.text
+        return reply.json()
+
+    def recordings_of(self, room_id: str) -> list:
+        return list(self.catalog().recordings(room_id=room_id))
+
+    def wait_ended(self, room_id: str, count: int = 1, timeout: float = 60) -> list:
+        """The room's recordings, once `count` of them exist and all have ended."""
+
+        def ended():
+            recs = self.recordings_of(room_id)
+            return recs if len(recs) >= count and all(r.status == "ended" for r in recs) else None
+
+        return wait_until(ended, timeout=timeout, interval=0.25, what=f"room {room_id} to end")
