@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -69,21 +70,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from api.app import create_app
+    from api.runtime import start_runtime
 
     if args.host:
         settings.api_host = args.host
     if args.port:
         settings.api_port = args.port
-    admin_token = settings.ensure_admin_token()
+    # Fail before starting anything, with the setting to change.
+    _port_free(settings.api_host, settings.api_port, "AFTERLIVE_API_PORT")
+    _port_free(settings.rtmp_host, settings.rtmp_port, "AFTERLIVE_RTMP_PORT")
+    settings.ensure_admin_token()
     if settings.admin_token is None:
         log.info("admin token is in %s", settings.data_dir / "admin_token")
-    del admin_token
+    runtime = start_runtime(settings)
+    try:
+        return _run_uvicorn(settings, create_app(settings, runtime))
+    finally:
+        runtime.close()
+
+
+def _run_uvicorn(settings: Settings, app) -> int:
+    import uvicorn
+
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            app,
             host=settings.api_host,
             port=settings.api_port,
             log_level=settings.log_level.lower(),
@@ -99,6 +111,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         server.run()
     # uvicorn returns (rather than raising) when startup fails, e.g. on a port in use.
     return 0 if server.started else 1
+
+
+def _port_free(host: str, port: int, setting: str) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); set {setting} to a free port"
+            ) from None
 
 
 def _store(settings: Settings, _args: argparse.Namespace) -> int:

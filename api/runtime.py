@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from api.settings import Settings
 from ingest.recorder import Recorder, RecorderConfig
 from ingest.rtmp import RtmpServer
-from storage import Catalog, EmbeddedStore, ObjectStore, StoreConfig
+from storage import Catalog, EmbeddedStore, ObjectStore, StorageError, StoreConfig
 from storage.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,13 @@ class Runtime:
             port=self.settings.rtmp_port,
             idle_timeout_s=self.settings.publisher_timeout.total_seconds(),
         )
-        await self.rtmp.start()
+        try:
+            await self.rtmp.start()
+        except OSError as exc:
+            raise StorageError(  # reported like the other start-up failures, by name
+                f"RTMP cannot listen on {self.settings.rtmp_host}:{self.settings.rtmp_port}: "
+                f"{exc.strerror or exc}; set AFTERLIVE_RTMP_PORT to a free port"
+            ) from exc
 
     async def stop_servers(self) -> None:
         """Disconnect publishers, then end their recordings with what was received."""

@@ -90,9 +90,9 @@ def test_api_port_in_use_fails_and_stops_the_store(serve, data_dir):
         service = serve(env)
         assert service.proc.wait(60) != 0
     log = service.log.read_text()
-    assert "address already in use" in log.lower()
-    pidfile = data_dir / "store" / "weed.pid"
-    assert not pidfile.exists()
+    assert "set AFTERLIVE_API_PORT to a free port" in log
+    assert "Traceback" not in log
+    assert not (data_dir / "store").exists()  # nothing was started
 
 
 def test_bad_setting_exits_2_naming_it(data_dir):
@@ -151,3 +151,18 @@ def test_store_command_runs_only_the_store_and_prints_how_to_reach_it(data_dir):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     assert not alive(weed)
+
+
+def test_rtmp_port_in_use_fails_clearly_and_stops_the_store(serve, data_dir):
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        env = _env(data_dir, AFTERLIVE_RTMP_PORT=str(squatter.getsockname()[1]))
+        service = serve(env)
+        assert service.proc.wait(60) != 0
+    log = service.log.read_text()
+    assert "set AFTERLIVE_RTMP_PORT to a free port" in log
+    assert "Traceback" not in log
+    assert not (data_dir / "store").exists()
