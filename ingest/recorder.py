@@ -182,7 +182,12 @@ class Recorder:
             uploads = self._final_playlists(state)
         for upload in uploads:
             self.uploader.put(state.id, upload)
-        await asyncio.to_thread(self.uploader.wait_idle, state.id, 60)
+        if not await self._lane_idle(state.id, timeout_s=60):
+            log.warning(
+                "room %s: recording %s ends with uploads still queued (store slow)",
+                state.room.id,
+                state.id,
+            )
         await asyncio.to_thread(
             self.catalog.end_recording, state.id, retention=self.config.retention, ended_at=ended_at
         )
@@ -193,6 +198,19 @@ class Recorder:
             reason,
             state.next_sequence,
         )
+
+    async def _lane_idle(self, lane: str, *, timeout_s: float) -> bool:
+        """Wait for a recording's uploads without holding a thread: many recordings ending
+        while the store is slow must not starve the loop's thread pool, which every new
+        publish needs for its key lookup."""
+        loop = asyncio.get_running_loop()
+        idle = asyncio.Event()
+        self.uploader.when_idle(lane, lambda: loop.call_soon_threadsafe(idle.set))
+        try:
+            await asyncio.wait_for(idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def close(self) -> None:
         """Service shutdown: end every recording now (their publishers are already gone)."""
@@ -434,6 +452,9 @@ class PublishSession:
         self._ladder_prefix: bytearray | None = bytearray() if wants_ladder else None
         self._ladder_feed: ByteChannel | None = None
         self._ladder_thread: threading.Thread | None = None
+        # Set from the worker threads as they end, so on_close awaits without a thread.
+        self._segmenter_done = asyncio.Event()
+        self._ladder_done = asyncio.Event()
 
     def start(self, *, first_sequence: int, discontinuity: bool) -> None:
         directory = self.recorder.config.spool_dir / self.state.id
@@ -462,6 +483,7 @@ class PublishSession:
                 log.exception("segmenter of recording %s failed", self.state.id)
             finally:
                 self.channel.abandon()
+                self._loop.call_soon_threadsafe(self._segmenter_done.set)
 
         self.thread = threading.Thread(
             target=run, name=f"segmenter-{self.state.room.id}", daemon=True
@@ -505,6 +527,7 @@ class PublishSession:
                 log.error("room %s: the ladder stopped taking input: %s", self.state.room.id, exc)
             finally:
                 ladder.finish()
+                self._loop.call_soon_threadsafe(self._ladder_done.set)
 
         self._ladder_thread = threading.Thread(
             target=pump, name=f"ladder-feed-{self.state.room.id}", daemon=True
@@ -560,13 +583,13 @@ class PublishSession:
     async def on_close(self, reason: str) -> None:
         self.channel.close()
         if self.thread is not None:
-            await asyncio.to_thread(self.thread.join)
+            await self._segmenter_done.wait()
         with self._ladder_lock:
             self._ladder_prefix = None
             if self._ladder_feed is not None:
                 self._ladder_feed.close()
         if self._ladder_thread is not None:
-            await asyncio.to_thread(self._ladder_thread.join)
+            await self._ladder_done.wait()
         if self.error is not None and reason == CLEAN_END:
             reason = f"input unreadable: {self.error}"
         await self.recorder.publisher_left(self.state, self, reason)

@@ -70,6 +70,7 @@ class Uploader:
         self._lock = threading.Lock()
         self._lanes: dict[str, deque[Upload]] = {}
         self._running: set[str] = set()
+        self._idle_callbacks: dict[str, list[Callable[[], None]]] = {}
         self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
         # Injected so tests can step retries without waiting; returns True when stopping.
@@ -89,6 +90,15 @@ class Uploader:
             if lane is not None:
                 return len(self._lanes.get(lane, ()))
             return sum(len(q) for q in self._lanes.values())
+
+    def when_idle(self, lane: str, callback: Callable[[], None]) -> None:
+        """Call `callback` once the lane has nothing queued or uploading: now, or later from an
+        upload thread. Lets an event loop wait for a lane without parking a thread on it."""
+        with self._lock:
+            if lane in self._running:
+                self._idle_callbacks.setdefault(lane, []).append(callback)
+                return
+        callback()
 
     def wait_idle(self, lane: str | None = None, timeout: float | None = None) -> bool:
         """Block until the lane (or every lane) is empty and not uploading."""
@@ -122,13 +132,19 @@ class Uploader:
                     if not queue:
                         self._lanes.pop(lane, None)
                     self._idle.notify_all()
-                    return
+                    callbacks = self._idle_callbacks.pop(lane, [])
+                    break
                 upload = queue.popleft()
                 # A newer version of the same playlist is already queued: this one is stale.
                 if upload.data is not None and any(u.key == upload.key for u in queue):
                     self.stats.skipped_playlists += 1
                     continue
             self._upload(lane, upload)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("idle callback of lane %s", lane)
 
     def _upload(self, lane: str, upload: Upload) -> None:
         backoff = 0.1

@@ -95,3 +95,51 @@ def test_wall_clock_continues_across_a_timestamp_jump(recorder, tmp_path) -> Non
     assert second - first == timedelta(seconds=2)
     assert third - second == timedelta(seconds=2)
     assert fourth - third == timedelta(seconds=2)
+
+
+def test_recordings_ending_on_a_stuck_store_do_not_hold_up_new_publishes(tmp_path, store):
+    """Eight recordings end while the store fails every upload (their lanes stay busy); a new
+    publisher on another room must still be answered at once. Waiting for those lanes used to
+    park the event loop's few pool threads, which the key lookup of every publish needs."""
+    import time
+
+    from storage import ObjectStore, StoreConfig
+    from storage.uploader import Upload
+    from tests.utils.faulty_proxy import FaultyProxy
+
+    catalog = Catalog(sqlite_url(tmp_path / "c.db"))
+    catalog.create_schema()
+    creator, _ = catalog.add_creator("c")
+    rooms = [catalog.add_room(creator_id=creator.id, title=f"r{i}", kind="audio") for i in range(9)]
+    with FaultyProxy(store.config.endpoint_url, failures=10**6) as proxy:
+        down = ObjectStore(
+            StoreConfig(**{**store.config.__dict__, "endpoint_url": proxy.url, "max_attempts": 1})
+        )
+        uploader = Uploader(down, max_backoff_s=0.2)
+        recorder = Recorder(
+            catalog=catalog,
+            uploader=uploader,
+            config=RecorderConfig(spool_dir=tmp_path / "spool", reconnect_grace_s=0),
+        )
+
+        async def scenario() -> float:
+            sessions = [await recorder.open_publish("live", r.stream_key, "p") for r in rooms[:8]]
+            for session in sessions:
+                session.state.next_sequence = 1  # as if a segment had closed
+                uploader.put(session.state.id, Upload(key=f"stuck/{session.state.id}", data=b"x"))
+            ending = [asyncio.create_task(s.on_close("unpublished")) for s in sessions]
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            late = await asyncio.wait_for(
+                recorder.open_publish("live", rooms[8].stream_key, "q"), 10
+            )
+            answered_in = time.monotonic() - started
+            for task in ending:
+                task.cancel()
+            await asyncio.gather(*ending, return_exceptions=True)
+            late.channel.close()
+            return answered_in
+
+        answered_in = asyncio.run(scenario())
+        uploader.close(drain_timeout_s=0.1)
+    assert answered_in < 2.0
