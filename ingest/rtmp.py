@@ -141,16 +141,20 @@ class RtmpConnection:
         reason = "connection closed"
         try:
             await asyncio.wait_for(self._handshake(), self.server.handshake_timeout_s)
-            while True:
-                data = await asyncio.wait_for(self.reader.read(1 << 16), self.server.idle_timeout_s)
-                if not data:
-                    reason = "publisher disconnected"
-                    break
-                await self._received_bytes(len(data))
-                for message in self.parser.feed(data):
-                    if not await self._dispatch(message):
-                        reason = "unpublished"
-                        return
+            loop = asyncio.get_running_loop()
+            # One deadline pushed forward on every read (wait_for would make a task per read).
+            async with asyncio.timeout(None) as idle:
+                while True:
+                    idle.reschedule(loop.time() + self.server.idle_timeout_s)
+                    data = await self.reader.read(1 << 16)
+                    if not data:
+                        reason = "publisher disconnected"
+                        break
+                    await self._received_bytes(len(data))
+                    for message in self.parser.feed(data):
+                        if not await self._dispatch(message):
+                            reason = "unpublished"
+                            return
         except TimeoutError:
             reason = "timed out" if self.sink else "handshake timed out"
             log.warning("rtmp %s: %s", self.peer, reason)

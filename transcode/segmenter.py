@@ -166,15 +166,18 @@ class Segmenter:
             out.open(self.sequence)
         cut_at: float | None = None  # where `source` was cut; `audio` follows at the next frame
         last_dts: dict[int, float] = {}
+        scales: dict[Fraction, float] = {}
         try:
             for packet in container.demux(*wanted):
                 if packet.size == 0 or packet.pts is None or packet.dts is None:
                     continue  # the flush packet at end of input, or a packet with no time
                 tb: Fraction = packet.time_base
-                t = float(packet.pts * tb)
-                end = t + float((packet.duration or 0) * tb)
+                # A float per time base, not Fraction arithmetic on every packet.
+                scale = scales.get(tb) or scales.setdefault(tb, float(tb))
+                t = packet.pts * scale
+                end = t + (packet.duration or 0) * scale
                 index = packet.stream.index
-                dts = float(packet.dts * tb)
+                dts = packet.dts * scale
                 previous = last_dts.get(index)
                 if previous is not None and not 0 <= dts - previous <= self.max_jump_s:
                     # The publisher's clock jumped (a bug, a restarted encoder, a 32-bit wrap).
