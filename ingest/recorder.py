@@ -205,7 +205,7 @@ class Recorder:
         publish needs for its key lookup."""
         loop = asyncio.get_running_loop()
         idle = asyncio.Event()
-        self.uploader.when_idle(lane, lambda: loop.call_soon_threadsafe(idle.set))
+        self.uploader.when_idle(lane, lambda: _notify(loop, idle))
         try:
             await asyncio.wait_for(idle.wait(), timeout_s)
         except TimeoutError:
@@ -415,6 +415,13 @@ class Recorder:
         )
 
 
+def _notify(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+    """Set an event of `loop` from another thread; nobody is waiting once the loop is closed
+    (a worker thread that outlives service shutdown)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(event.set)
+
+
 def _variant_order(name: str) -> tuple[int, int]:
     """source first, then the ladder from the top rung down, the audio-only rendition last."""
     if name == "source":
@@ -483,7 +490,7 @@ class PublishSession:
                 log.exception("segmenter of recording %s failed", self.state.id)
             finally:
                 self.channel.abandon()
-                self._loop.call_soon_threadsafe(self._segmenter_done.set)
+                _notify(self._loop, self._segmenter_done)
 
         self.thread = threading.Thread(
             target=run, name=f"segmenter-{self.state.room.id}", daemon=True
@@ -527,7 +534,7 @@ class PublishSession:
                 log.error("room %s: the ladder stopped taking input: %s", self.state.room.id, exc)
             finally:
                 ladder.finish()
-                self._loop.call_soon_threadsafe(self._ladder_done.set)
+                _notify(self._loop, self._ladder_done)
 
         self._ladder_thread = threading.Thread(
             target=pump, name=f"ladder-feed-{self.state.room.id}", daemon=True
