@@ -80,17 +80,17 @@ def test_sigkilled_serve_leaves_no_store_behind_and_data_survives(serve, data_di
     assert second.stop() == 0
 
 
-def test_api_port_in_use_fails_and_stops_the_store(serve, data_dir):
+@pytest.mark.parametrize("setting", ["AFTERLIVE_API_PORT", "AFTERLIVE_RTMP_PORT"])
+def test_port_in_use_fails_in_one_line_before_starting_anything(serve, data_dir, setting):
     import socket
 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        env = _env(data_dir, AFTERLIVE_API_PORT=str(squatter.getsockname()[1]))
-        service = serve(env)
+        service = serve(_env(data_dir, **{setting: str(squatter.getsockname()[1])}))
         assert service.proc.wait(60) != 0
     log = service.log.read_text()
-    assert "set AFTERLIVE_API_PORT to a free port" in log
+    assert f"set {setting} to a free port" in log
     assert "Traceback" not in log
     assert not (data_dir / "store").exists()  # nothing was started
 
@@ -151,18 +151,3 @@ def test_store_command_runs_only_the_store_and_prints_how_to_reach_it(data_dir):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     assert not alive(weed)
-
-
-def test_rtmp_port_in_use_fails_clearly_and_stops_the_store(serve, data_dir):
-    import socket
-
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        env = _env(data_dir, AFTERLIVE_RTMP_PORT=str(squatter.getsockname()[1]))
-        service = serve(env)
-        assert service.proc.wait(60) != 0
-    log = service.log.read_text()
-    assert "set AFTERLIVE_RTMP_PORT to a free port" in log
-    assert "Traceback" not in log
-    assert not (data_dir / "store").exists()
