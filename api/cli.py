@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
@@ -14,6 +13,7 @@ import time
 from api.settings import Settings, SettingsError, load_settings
 from api.version import version
 from storage import Catalog, EmbeddedStore, StorageError
+from storage.embedded import port_free
 
 log = logging.getLogger("afterlive")
 
@@ -114,14 +114,8 @@ def _run_uvicorn(settings: Settings, app) -> int:
 
 
 def _port_free(host: str, port: int, setting: str) -> None:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ValueError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); set {setting} to a free port"
-            ) from None
+    if not port_free(port, host):
+        raise ValueError(f"cannot listen on {host}:{port} (in use); set {setting} to a free port")
 
 
 def _store(settings: Settings, _args: argparse.Namespace) -> int:

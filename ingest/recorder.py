@@ -72,7 +72,6 @@ class RecordingState:
 
     recording: Recording
     room: Room
-    next_sequence: int = 0  # of the source rendition
     sequences: dict[str, int] = field(default_factory=dict)  # next sequence per rendition
     renditions: dict[str, _Rendition] = field(default_factory=dict)
     publisher: PublishSession | None = None
@@ -83,6 +82,11 @@ class RecordingState:
     @property
     def id(self) -> str:
         return self.recording.id
+
+    @property
+    def next_sequence(self) -> int:
+        """Of the source rendition: how many segments it has closed."""
+        return self.sequences.get("source", 0)
 
 
 class Recorder:
@@ -103,7 +107,6 @@ class Recorder:
         # Check-and-claim of a room spans awaits (catalog calls): serialise it per room, or two
         # publishers arriving together could both find the room free.
         self._claims: dict[str, asyncio.Lock] = {}
-        self.segments_closed = 0
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -220,9 +223,6 @@ class Recorder:
             state.publisher = None
             await self._end(state, "service stopping")
 
-    def live_count(self) -> int:
-        return len(self._live)
-
     def state_of(self, room_id: str) -> RecordingState | None:
         return self._live.get(room_id)
 
@@ -269,11 +269,8 @@ class Recorder:
             measured = seg.size_bytes * 8 / max(seg.duration_s, self.config.segment_s / 2)
             rendition.peak_bps = max(rendition.peak_bps, int(measured))
             state.sequences[seg.rendition] = seg.sequence + 1
-            if seg.rendition == "source":
-                state.next_sequence = seg.sequence + 1
             playlist_text = rendition.playlist.render()
             master = self._master_if_changed(state)
-        self.segments_closed += 1
 
         lane = state.id
         self.uploader.put(
@@ -297,8 +294,7 @@ class Recorder:
         ready = {n: r for n, r in state.renditions.items() if r.peak_bps}
         if "source" not in ready:
             return None
-        changed = [r for r in ready.values() if r.peak_bps > r.announced_bps * 1.1]
-        if not changed:
+        if not any(r.peak_bps > r.announced_bps * 1.1 for r in ready.values()):
             return None
         variants = []
         for name, r in sorted(ready.items(), key=lambda item: _variant_order(item[0])):
@@ -359,8 +355,6 @@ class Recorder:
         self.uploader.wait_idle()
         finalised = 0
         for recording in self.catalog.recordings(status="live", limit=10_000):
-            if any(s.recording.id == recording.id for s in self._live.values()):
-                continue
             self._finalise_from_catalog(recording)
             finalised += 1
         return finalised
@@ -384,7 +378,7 @@ class Recorder:
 
     def _finalise_from_catalog(self, recording: Recording) -> None:
         ended_at = recording.started_at
-        for rendition in self.catalog.renditions(recording.id) or []:
+        for rendition in self.catalog.renditions(recording.id):
             segments = self.catalog.find_segments(recording.id, rendition.name)
             if not segments:
                 continue

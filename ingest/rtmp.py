@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -102,10 +101,6 @@ class RtmpServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -135,7 +130,7 @@ class RtmpConnection:
         self._received = 0
         self._acked = 0
         self._ack_window = ACK_WINDOW
-        self.last_media_at = time.monotonic()
+        self.out_chunk_size = 128  # the protocol's default until we announce ours
 
     async def run(self) -> None:
         reason = "connection closed"
@@ -210,7 +205,6 @@ class RtmpConnection:
         if type_id in (AUDIO, VIDEO):
             if self.sink is None or message.stream_id != self.publish_stream_id:
                 return True  # media before publish or on another stream: not ours to keep
-            self.last_media_at = time.monotonic()
             await self.sink.on_media(type_id, message.timestamp, message.payload)
         elif type_id in (COMMAND_AMF0, COMMAND_AMF3):
             payload = message.payload[1:] if type_id == COMMAND_AMF3 else message.payload
@@ -242,7 +236,7 @@ class RtmpConnection:
         elif name in ("releaseStream", "FCPublish"):
             await self._result(txn, None, amf0.UNDEFINED)
             if name == "FCPublish" and args and isinstance(args[0], str):
-                await self._call(
+                await self._send_command(
                     "onFCPublish", 0, None, _status("status", "NetStream.Publish.Start", args[0])
                 )
         elif name == "createStream":
@@ -331,7 +325,6 @@ class RtmpConnection:
             raise PublishRefused(str(exc)) from exc
         self.sink = sink
         self.publish_stream_id = stream_id
-        self.last_media_at = time.monotonic()
         await self._send(USER_CONTROL, struct.pack(">HI", _STREAM_BEGIN, stream_id), _CONTROL_CSID)
         await self._status(
             stream_id, "status", "NetStream.Publish.Start", f"Publishing {_redact(key)}."
@@ -348,8 +341,6 @@ class RtmpConnection:
 
     # -- sending --------------------------------------------------------------------------------
 
-    out_chunk_size = 128
-
     async def _send(self, type_id: int, payload: bytes, csid: int, stream_id: int = 0) -> None:
         self.writer.write(
             encode_message(Message(type_id, stream_id, 0, payload, csid), self.out_chunk_size)
@@ -361,9 +352,6 @@ class RtmpConnection:
 
     async def _result(self, txn: float, *values: Any) -> None:
         await self._send_command("_result", txn, *values)
-
-    async def _call(self, name: str, txn: float, *values: Any) -> None:
-        await self._send_command(name, txn, *values)
 
     async def _status(self, stream_id: int, level: str, code: str, description: str) -> None:
         await self._send_command(

@@ -122,7 +122,7 @@ class EmbeddedStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._load_or_create_credentials()
         self._stop_orphan()
-        if not _port_free(self.port):
+        if not port_free(self.port):
             raise StorageError(
                 f"embedded store: port {self.port} on 127.0.0.1 is in use; "
                 "set AFTERLIVE_STORE_PORT to a free port, or point AWS_ENDPOINT_URL at a store"
@@ -327,7 +327,7 @@ class EmbeddedStore:
         taken = {self.port}
         for name in _INTERNAL_PORTS:
             port = ports.get(name)
-            if port is None or port in taken or not _port_free(port):
+            if port is None or port in taken or not port_free(port):
                 port = _free_port(exclude=taken)
             ports[name] = port
             taken.add(port)
@@ -370,11 +370,12 @@ def _die_with_parent() -> None:
         pass  # not Linux: stop() still stops it; a SIGKILLed parent may leave it behind
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
         return True

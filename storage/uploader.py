@@ -37,7 +37,6 @@ class Upload:
     # Called in the upload thread after the object is stored (e.g. to index a segment).
     then: Callable[[], None] | None = None
     queued_at: float = field(default_factory=time.monotonic)
-    keep_file: bool = False
 
     @property
     def size(self) -> int:
@@ -178,5 +177,5 @@ class Uploader:
                 upload.then()
             except Exception:
                 log.exception("after upload of %s", upload.key)
-        if upload.path is not None and not upload.keep_file:
+        if upload.path is not None:
             upload.path.unlink(missing_ok=True)

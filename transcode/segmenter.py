@@ -133,7 +133,6 @@ class Segmenter:
         self.on_start = on_start
         self.on_segment = on_segment
         self.label = label or str(directory)
-        self.packets = 0
 
     def run(self) -> None:
         """Segment until the input ends; the last segment is closed and reported too."""
@@ -160,7 +159,6 @@ class Segmenter:
             outputs.append(_Output("audio", [audio], self.directory))
         info.renditions = [o.name for o in outputs]
         self.on_start(info)
-        wanted = [s for s in (video, audio) if s is not None]
         source, extra = outputs[0], outputs[1:]
         for out in outputs:
             out.open(self.sequence)
@@ -168,7 +166,7 @@ class Segmenter:
         last_dts: dict[int, float] = {}
         scales: dict[Fraction, float] = {}
         try:
-            for packet in container.demux(*wanted):
+            for packet in container.demux(*source.inputs):
                 if packet.size == 0 or packet.pts is None or packet.dts is None:
                     continue  # the flush packet at end of input, or a packet with no time
                 tb: Fraction = packet.time_base
@@ -193,10 +191,7 @@ class Segmenter:
                         self.sequence + 1,
                     )
                     for out in outputs:
-                        if out.start is not None:
-                            self._close(out, next_start=None)
-                        else:
-                            out.close().unlink(missing_ok=True)
+                        self._finish(out)
                     self.sequence += 1
                     self._new_timeline.add(self.sequence)
                     for out in outputs:
@@ -204,7 +199,6 @@ class Segmenter:
                     last_dts.clear()
                     cut_at = None
                 last_dts[index] = dts
-                self.packets += 1
                 is_video = video is not None and index == video.index
                 if (
                     source.start is not None
@@ -234,10 +228,14 @@ class Segmenter:
         finally:
             for out in outputs:
                 if out.container is not None:
-                    if out.start is None:
-                        out.close().unlink(missing_ok=True)  # opened, never written
-                    else:
-                        self._close(out, next_start=None)
+                    self._finish(out)
+
+    def _finish(self, out: _Output) -> None:
+        """Close an open segment at its last packet; one opened but never written is deleted."""
+        if out.start is None:
+            out.close().unlink(missing_ok=True)
+        else:
+            self._close(out, next_start=None)
 
     def _close(self, out: _Output, *, next_start: float | None) -> None:
         assert out.start is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -15,23 +14,12 @@ from tests.utils.proc import alive
 from tests.utils.service import AFTERLIVE, Service, health, service_env
 
 
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    return service_env(data_dir, **extra)
-
-
-def _health(env: dict[str, str]) -> dict | None:
-    return health(env)
-
-
-Serve = Service
-
-
 @pytest.fixture
 def serve(tmp_path):
-    started: list[Serve] = []
+    started: list[Service] = []
 
-    def start(env: dict[str, str]) -> Serve:
-        started.append(Serve(env, tmp_path / "serve.log"))
+    def start(env: dict[str, str]) -> Service:
+        started.append(Service(env, tmp_path / "serve.log"))
         return started[-1]
 
     yield start
@@ -42,7 +30,7 @@ def serve(tmp_path):
 
 
 def test_serve_on_a_fresh_data_dir_starts_store_and_api_then_stops_cleanly(serve, data_dir):
-    env = _env(data_dir / "fresh")
+    env = service_env(data_dir / "fresh")
     service = serve(env)
     health = service.wait_healthy()
     assert health["status"] == "ok"
@@ -60,7 +48,7 @@ def test_serve_on_a_fresh_data_dir_starts_store_and_api_then_stops_cleanly(serve
 
 
 def test_sigkilled_serve_leaves_no_store_behind_and_data_survives(serve, data_dir):
-    env = _env(data_dir)
+    env = service_env(data_dir)
     first = serve(env)
     weed = first.wait_healthy()["store"]["pid"]
     embedded = EmbeddedStore(data_dir / "store", port=int(env["AFTERLIVE_STORE_PORT"]))
@@ -87,7 +75,7 @@ def test_port_in_use_fails_in_one_line_before_starting_anything(serve, data_dir,
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        service = serve(_env(data_dir, **{setting: str(squatter.getsockname()[1])}))
+        service = serve(service_env(data_dir, **{setting: str(squatter.getsockname()[1])}))
         assert service.proc.wait(60) != 0
     log = service.log.read_text()
     assert f"set {setting} to a free port" in log
@@ -96,7 +84,7 @@ def test_port_in_use_fails_in_one_line_before_starting_anything(serve, data_dir,
 
 
 def test_bad_setting_exits_2_naming_it(data_dir):
-    env = _env(data_dir, AFTERLIVE_RETENTION="forever")
+    env = service_env(data_dir, AFTERLIVE_RETENTION="forever")
     done = subprocess.run(
         [*AFTERLIVE, "serve"], env=env, capture_output=True, text=True, timeout=30
     )
@@ -106,7 +94,7 @@ def test_bad_setting_exits_2_naming_it(data_dir):
 
 
 def test_creators_add_prints_a_token_once(data_dir):
-    env = _env(data_dir)
+    env = service_env(data_dir)
 
     def run(*a):
         return subprocess.run([*AFTERLIVE, *a], env=env, capture_output=True, text=True, timeout=60)
@@ -125,7 +113,7 @@ def test_creators_add_prints_a_token_once(data_dir):
 
 
 def test_store_command_runs_only_the_store_and_prints_how_to_reach_it(data_dir):
-    env = _env(data_dir)
+    env = service_env(data_dir)
     proc = subprocess.Popen(
         [*AFTERLIVE, "store"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -145,7 +133,7 @@ def test_store_command_runs_only_the_store_and_prints_how_to_reach_it(data_dir):
         store.ensure_bucket()
         store.put_bytes("hello.txt", b"hi")
         assert store.get("hello.txt") == b"hi"
-        assert _health(env) is None  # no API in this mode
+        assert health(env) is None  # no API in this mode
         weed = int((data_dir / "store" / "weed.pid").read_text())
     finally:
         proc.send_signal(signal.SIGINT)

@@ -125,7 +125,7 @@ def test_recordings_ending_on_a_stuck_store_do_not_hold_up_new_publishes(tmp_pat
         async def scenario() -> float:
             sessions = [await recorder.open_publish("live", r.stream_key, "p") for r in rooms[:8]]
             for session in sessions:
-                session.state.next_sequence = 1  # as if a segment had closed
+                session.state.sequences["source"] = 1  # as if a segment had closed
                 uploader.put(session.state.id, Upload(key=f"stuck/{session.state.id}", data=b"x"))
             ending = [asyncio.create_task(s.on_close("unpublished")) for s in sessions]
             await asyncio.sleep(0.5)
