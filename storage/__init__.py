@@ -6,6 +6,7 @@ storage knows objects and rows, never codecs; it is the only package that import
 from storage.catalog import Catalog
 from storage.embedded import EmbeddedStore
 from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
+from storage.presign import Presigner
 from storage.store import ObjectInfo, ObjectStore, StoreConfig
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
+    "Presigner",
     "StorageError",
     "StoreConfig",
     "StoreUnavailable",

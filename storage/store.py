@@ -16,8 +16,9 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -26,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, Rea
 
 from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
 from storage.keys import kind_of
+from storage.presign import Presigner, PresignUnsupported
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ class StoreConfig:
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 30.0
     max_connections: int = 32
+    # Round presigned URLs' signing time down to this many seconds (0 = none), so that one key
+    # gives one URL per window; see `storage.presign.Presigner`. TTLs must then exceed it.
+    presign_bucket_s: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +94,7 @@ class ObjectStore:
             multipart_chunksize=config.multipart_chunk_size,
             max_concurrency=4,
         )
+        self.presigner = _presigner(config, self._client)
 
     # -- bucket ---------------------------------------------------------------------------------
 
@@ -280,9 +286,15 @@ class ObjectStore:
                 return
 
     def presign_get(self, key: str, ttl_s: int) -> str:
-        """A URL anyone can GET for `ttl_s` seconds, with no other credentials."""
+        """A URL anyone can GET for `ttl_s` seconds, with no other credentials.
+
+        Signed locally, no request is sent. With `presign_bucket_s` set, the URL is valid for
+        between `ttl_s - presign_bucket_s` and `ttl_s` seconds (see `Presigner`).
+        """
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
+        if self.presigner is not None:
+            return self.presigner.url(key, ttl_s)
         return self._call(
             "presign",
             key,
@@ -374,6 +386,46 @@ class ObjectStore:
             endpoint = self.config.endpoint_url or "AWS S3"
             return StoreUnavailable(f"{where}: store at {endpoint} did not answer: {exc}")
         return StorageError(f"{where}: {exc}")
+
+
+# A key that exercises the path quoting, for the one-off comparison with botocore.
+_PROBE_KEY = "afterlive/presign probe+=~é.ts"
+
+
+def _presigner(config: StoreConfig, client) -> Presigner | None:
+    """Our fast presigner, or None where only botocore can sign right.
+
+    botocore also takes endpoints, FIPS or dual-stack hosts from the environment and ~/.aws/config
+    (AWS_ENDPOINT_URL, say, when `endpoint_url` is None); the presigner follows StoreConfig alone.
+    So one URL is compared with botocore's at botocore's own X-Amz-Date: if they differ, the
+    presigner would send players somewhere else than the client writes to, and botocore signs.
+    """
+    try:
+        presigner = Presigner(config, bucket_s=config.presign_bucket_s)
+    except PresignUnsupported as exc:
+        log.info("presigning for bucket %s through botocore: %s", config.bucket, exc)
+        return None
+    try:
+        theirs = client.generate_presigned_url(
+            "get_object", Params={"Bucket": config.bucket, "Key": _PROBE_KEY}, ExpiresIn=3600
+        )
+        signed_at = parse_qs(urlsplit(theirs).query)["X-Amz-Date"][0]
+        at = datetime.strptime(signed_at, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except (BotoCoreError, ClientError, KeyError, ValueError) as exc:
+        log.warning(
+            "presigning for bucket %s through botocore: no probe URL (%s)", config.bucket, exc
+        )
+        return None
+    ours = Presigner(config, bucket_s=0).url(_PROBE_KEY, 3600, now=at)
+    if ours != theirs:
+        log.warning(
+            "presigning for bucket %s through botocore: it signs for %s, StoreConfig says %s",
+            config.bucket,
+            urlsplit(theirs).netloc,
+            urlsplit(ours).netloc,
+        )
+        return None
+    return presigner
 
 
 def botocore_config(config: StoreConfig) -> Config:
