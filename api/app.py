@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.routes import ingest, rooms
+from api import metrics
+from api.playback import PlaybackError
+from api.routes import admin, ingest, pages, recordings, rooms
 from api.runtime import Runtime, start_runtime
 from api.settings import Settings
 from api.version import version
@@ -25,6 +28,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         rt = app.state.runtime = runtime or await run_in_threadpool(start_runtime, settings)
+        app.state.metrics = metrics.registry_for(rt)
         try:
             await rt.start_servers()
             yield
@@ -34,8 +38,31 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 await run_in_threadpool(rt.close)
 
     app = FastAPI(title="afterlive", version=version(), lifespan=lifespan)
+    # Recordings are public: any site may embed a player on them. Nothing else crosses origins
+    # (no credentials, GET only), so a creator's token never leaves this site's own pages.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
     app.include_router(rooms.router)
+    app.include_router(recordings.router)
     app.include_router(ingest.router)
+    app.include_router(admin.router)
+    app.include_router(pages.router)
+
+    @app.exception_handler(PlaybackError)
+    async def playback_error(_request: Request, exc: PlaybackError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(StorageError)
+    async def storage_error(_request: Request, exc: StorageError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the store or catalog is unavailable, retry shortly: {exc}"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        """Prometheus text: live rooms, uploads, upload latency, spool depth, store errors."""
+        return Response(metrics.render(app.state.metrics), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:

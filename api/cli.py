@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+from api import admin_cli
 from api.settings import Settings, SettingsError, load_settings
 from api.version import version
 from storage import Catalog, EmbeddedStore, StorageError
@@ -56,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
 
     store = sub.add_parser("store", help="run only the embedded S3 store, for development")
     store.set_defaults(run=_store)
+
+    assets = sub.add_parser(
+        "assets", help="install hls.js for the catch-up page (with npm) and print its path"
+    )
+    assets.set_defaults(run=_assets)
+
+    admin_cli.add_commands(sub)
 
     creators = sub.add_parser("creators", help="manage creators").add_subparsers(title="actions")
     add = creators.add_parser("add", help="register a creator and print its API token")
@@ -136,6 +144,21 @@ def _store(settings: Settings, _args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         embedded.stop()
+    return 0
+
+
+def _assets(settings: Settings, _args: argparse.Namespace) -> int:
+    from api.assets import AssetsError, hls_js_path, hls_js_version, install_hls_js
+
+    path = hls_js_path(settings.assets_dir)
+    if path is None:
+        print(f"installing hls.js {hls_js_version()} with npm ...", file=sys.stderr)
+        try:
+            path = install_hls_js(settings.assets_dir)
+        except AssetsError as exc:
+            print(f"afterlive: {exc}", file=sys.stderr)
+            return 1
+    print(path)
     return 0
 
 

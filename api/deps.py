@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -40,3 +41,27 @@ async def current_creator(
 
 
 CurrentCreator = Annotated[Creator, Depends(current_creator)]
+
+
+async def current_admin(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The admin (the admin token's holder); returns the actor name written to the audit log."""
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "the admin token is required: Authorization: Bearer <AFTERLIVE_ADMIN_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if hmac.compare_digest(credentials.credentials.encode(), runtime.admin_token.encode()):
+        return "admin"
+    creator = await run_in_threadpool(runtime.catalog.creator_by_token, credentials.credentials)
+    if creator is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admins only: a creator token is not enough")
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED, "unknown admin token", {"WWW-Authenticate": "Bearer"}
+    )
+
+
+CurrentAdmin = Annotated[str, Depends(current_admin)]

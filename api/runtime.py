@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from api.assets import ensure_hls_js_in_background
+from api.playback import Playback
+from api.retention import Retention, start_scheduler
 from api.settings import Settings
 from ingest.recorder import Recorder, RecorderConfig
 from ingest.rtmp import RtmpServer
-from storage import Catalog, EmbeddedStore, ObjectStore, StorageError, StoreConfig
+from storage import Catalog, EmbeddedStore, ObjectStore, StorageError, StoreConfig, lifecycle
+from storage.catalog import utcnow
+from storage.sweeper import Sweeper
 from storage.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -22,8 +31,13 @@ class Runtime:
     catalog: Catalog
     uploader: Uploader
     recorder: Recorder
+    playback: Playback
+    sweeper: Sweeper
+    retention: Retention
+    admin_token: str
     embedded: EmbeddedStore | None = None
     rtmp: RtmpServer | None = None
+    scheduler: BackgroundScheduler | None = None
 
     async def start_servers(self) -> None:
         """The live front doors, on the running event loop (the API's)."""
@@ -40,9 +54,15 @@ class Runtime:
                 f"RTMP cannot listen on {self.settings.rtmp_host}:{self.settings.rtmp_port}: "
                 f"{exc.strerror or exc}; set AFTERLIVE_RTMP_PORT to a free port"
             ) from exc
+        self.scheduler = start_scheduler(
+            self.sweeper, interval_s=self.settings.sweep_interval.total_seconds()
+        )
 
     async def stop_servers(self) -> None:
         """Disconnect publishers, then end their recordings with what was received."""
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None
         if self.rtmp is not None:
             await self.rtmp.close()
         await self.recorder.close()
@@ -65,6 +85,7 @@ def store_config(settings: Settings, embedded: EmbeddedStore | None) -> StoreCon
             bucket=settings.bucket,
             region=settings.s3_region,
             path_style=True,
+            retention_tags=settings.lifecycle_safety_net,
         )
     secret = settings.s3_secret_access_key
     return StoreConfig(
@@ -74,6 +95,7 @@ def store_config(settings: Settings, embedded: EmbeddedStore | None) -> StoreCon
         bucket=settings.bucket,
         region=settings.s3_region,
         path_style=settings.s3_path_style,
+        retention_tags=settings.lifecycle_safety_net,
     )
 
 
@@ -91,32 +113,65 @@ def start_runtime(settings: Settings) -> Runtime:
         store = ObjectStore(store_config(settings, embedded))
         store.ensure_bucket()
         log.info("bucket %s ready at %s", settings.bucket, store.config.endpoint_url or "AWS S3")
+        if settings.lifecycle_safety_net:
+            days = lifecycle.expiration_days(settings.retention)
+            store.put_lifecycle_rule(lifecycle.safety_net_rule(days))
+            log.info(
+                "lifecycle safety net on: recordings not held expire %d days after upload", days
+            )
         catalog = Catalog(settings.catalog_url)
         catalog.create_schema()
-        uploader = Uploader(store)
-        recorder = Recorder(
-            catalog=catalog,
-            uploader=uploader,
-            config=RecorderConfig(
-                spool_dir=settings.data_dir / "spool",
-                segment_s=settings.segment_duration,
-                reconnect_grace_s=settings.reconnect_grace.total_seconds(),
-                retention=settings.retention,
-                ladder=settings.ladder,
-            ),
-        )
-        finalised = recorder.recover()
+        runtime = assemble(settings, store=store, catalog=catalog, embedded=embedded)
+        # The catch-up page's local hls.js (its CDN copy is tried first): fetched once, by npm.
+        ensure_hls_js_in_background(settings.assets_dir)
+        finalised = runtime.recorder.recover()
         if finalised:
             log.warning("finalised %d recording(s) left live by a previous run", finalised)
     except BaseException:
         if embedded is not None:
             embedded.stop()
         raise
+    return runtime
+
+
+def assemble(
+    settings: Settings,
+    *,
+    store: ObjectStore,
+    catalog: Catalog,
+    embedded: EmbeddedStore | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> Runtime:
+    """The parts of a running afterlive around a ready store and catalog."""
+    uploader = Uploader(store)
+    recorder = Recorder(
+        catalog=catalog,
+        uploader=uploader,
+        config=RecorderConfig(
+            spool_dir=settings.data_dir / "spool",
+            segment_s=settings.segment_duration,
+            reconnect_grace_s=settings.reconnect_grace.total_seconds(),
+            retention=settings.retention,
+            ladder=settings.ladder,
+        ),
+        now=now,
+    )
+    sweeper = Sweeper(catalog=catalog, store=store, now=now)
     return Runtime(
         settings=settings,
         store=store,
         catalog=catalog,
         uploader=uploader,
         recorder=recorder,
+        playback=Playback(
+            store=store,
+            catalog=catalog,
+            url_ttl_s=int(settings.playback_url_ttl.total_seconds()),
+            public_base_url=settings.public_media_base_url,
+            now=now,
+        ),
+        sweeper=sweeper,
+        retention=Retention(catalog=catalog, store=store, sweeper=sweeper, recorder=recorder),
+        admin_token=settings.ensure_admin_token(),
         embedded=embedded,
     )

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from api.assets import default_assets_dir
 from storage.catalog import sqlite_url
 
 ENV_PREFIX = "AFTERLIVE_"
@@ -77,7 +78,17 @@ class Settings(BaseSettings):
     bucket: str = "afterlive"
     # Where players fetch media from, when a CDN or public bucket sits in front of the store.
     public_media_base_url: str | None = None
+    # How long a presigned media URL handed to a player stays valid. The catch-up page reloads
+    # the playlist when one runs out; other players need a TTL longer than what they watch.
+    playback_url_ttl: Duration = timedelta(hours=1)
+    # Where front-end packages (hls.js) are installed for the catch-up page's local fallback.
+    assets_dir: Path = Field(default_factory=default_assets_dir)
     retention: Duration = timedelta(hours=24)
+    # Tag recordings' objects and keep an S3 lifecycle rule that expires them a few days after
+    # the retention if the sweeper is down (storage/lifecycle.py); held ones are never touched.
+    lifecycle_safety_net: bool = False
+    # How often the retention sweeper runs (it also runs at start).
+    sweep_interval: Duration = timedelta(seconds=60)
     reconnect_grace: Duration = timedelta(seconds=60)
     # A publisher that sends nothing for this long is disconnected (then the grace runs).
     publisher_timeout: Duration = timedelta(seconds=30)
@@ -105,7 +116,7 @@ class Settings(BaseSettings):
     # Most self-hosted stores (MinIO, Ceph, SeaweedFS) want path-style URLs.
     s3_path_style: bool = True
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "assets_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
@@ -124,7 +135,14 @@ class Settings(BaseSettings):
             raise ValueError("must be longer than zero")
         return value
 
-    @field_validator("publisher_timeout")
+    @field_validator("playback_url_ttl")
+    @classmethod
+    def _presignable(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(days=7):
+            raise ValueError("between 1 s and 7 days (the longest a presigned URL may live)")
+        return value
+
+    @field_validator("publisher_timeout", "sweep_interval")
     @classmethod
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
         if value < timedelta(seconds=1):

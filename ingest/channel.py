@@ -88,11 +88,13 @@ class ByteChannel:
         return False
 
     def abandon(self) -> None:
-        """The reader gives up (e.g. the input is not decodable): writers get ChannelClosed."""
+        """Stop the pipe from either side (the input is not decodable, or the live was taken
+        down): writers get ChannelClosed, the reader gets end of stream."""
         with self._cond:
             self._abandoned = True
             self._chunks.clear()
             self._size = 0
+            self._cond.notify_all()
             self._wake_writer()
 
     def _wake_writer(self) -> None:

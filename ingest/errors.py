@@ -39,3 +39,10 @@ class AlreadyLive(PublishRefused):
             code="NetStream.Publish.BadName",
             http_status=409,
         )
+
+
+class TakenDown(ProtocolError):
+    """An admin took the recording down while live: the publisher is disconnected."""
+
+    def __init__(self) -> None:
+        super().__init__("this live was taken down by an admin; its stream key is revoked")

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ingest import flv
 from ingest.channel import ByteChannel, ChannelClosed
-from ingest.errors import AlreadyLive, IngestError, ProtocolError, UnknownStreamKey
+from ingest.errors import AlreadyLive, IngestError, ProtocolError, TakenDown, UnknownStreamKey
 from storage import Catalog
 from storage import keys as K
 from storage.catalog import utcnow
@@ -77,6 +77,9 @@ class RecordingState:
     publisher: PublishSession | None = None
     grace: asyncio.TimerHandle | None = None
     publishes: int = 0
+    taken_down: bool = False
+    # Set once the recording has ended (or was discarded) and its uploads are done.
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -122,6 +125,8 @@ class Recorder:
 
     async def _claim(self, room: Room, *, input_format: str, peer: str) -> PublishSession:
         state = self._live.get(room.id)
+        if state is not None and state.taken_down:
+            raise UnknownStreamKey()
         if state is not None and state.publisher is not None:
             raise AlreadyLive()
         if state is not None:
@@ -145,7 +150,7 @@ class Recorder:
     ) -> None:
         if state.publisher is session:
             state.publisher = None
-        if reason == CLEAN_END or self.config.reconnect_grace_s <= 0:
+        if reason == CLEAN_END or state.taken_down or self.config.reconnect_grace_s <= 0:
             await self._end(state, reason)
             return
         log.info(
@@ -165,10 +170,35 @@ class Recorder:
 
         state.grace = asyncio.get_running_loop().call_later(self.config.reconnect_grace_s, expire)
 
+    async def take_down(self, recording_id: str) -> bool:
+        """End a live recording at once for a takedown: its publisher is disconnected (on its
+        next packet), no grace runs. Returns once its uploads are done, so what follows can
+        delete everything; False if the recording is not live here."""
+        state = next((s for s in self._live.values() if s.id == recording_id), None)
+        if state is None:
+            return False
+        state.taken_down = True
+        if state.grace is not None:
+            state.grace.cancel()
+            state.grace = None
+        session = state.publisher
+        if session is not None:
+            session.channel.abandon()
+        else:
+            await self._end(state, "taken down")
+        await state.finished.wait()
+        return True
+
     async def _end(self, state: RecordingState, reason: str) -> None:
         if state.publisher is not None or self._live.get(state.room.id) is not state:
             return  # a publisher came back, or it already ended
         del self._live[state.room.id]
+        try:
+            await self._finish(state, reason)
+        finally:
+            state.finished.set()
+
+    async def _finish(self, state: RecordingState, reason: str) -> None:
         ended_at = self.now()
         # No segment ever closed: nothing to replay. Viewers must not find an empty recording.
         if state.next_sequence == 0 and await asyncio.to_thread(
@@ -222,6 +252,11 @@ class Recorder:
                 state.grace.cancel()
             state.publisher = None
             await self._end(state, "service stopping")
+
+    def live_counts(self) -> tuple[int, int]:
+        """Live recordings, and how many of them have a publisher connected right now."""
+        states = list(self._live.values())
+        return len(states), sum(1 for state in states if state.publisher is not None)
 
     def state_of(self, room_id: str) -> RecordingState | None:
         return self._live.get(room_id)
@@ -605,6 +640,8 @@ class PublishSession:
             if self._ladder_prefix is not None or self._ladder_feed is not None:
                 self._feed_ladder(data)
         except ChannelClosed as exc:
+            if self.state.taken_down:
+                raise TakenDown() from exc
             raise ProtocolError(f"the media could not be read: {self.error or exc}") from exc
 
 

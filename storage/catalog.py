@@ -11,11 +11,13 @@ import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +27,7 @@ from storage.models import (
     AuditEvent,
     Base,
     Creator,
+    Job,
     Recording,
     Rendition,
     Room,
@@ -35,6 +38,26 @@ from storage.models import (
 log = logging.getLogger(__name__)
 
 ROOM_KINDS = ("audio", "video")
+# What viewers may list and play: a recording with media, live or ended, not yet expired.
+PUBLIC_STATUSES = ("live", "ended")
+# Gone for good: the objects are deleted, the row stays for 410 answers and the audit.
+GONE = ("expired", "taken_down")
+# A job in one of these states reads its recording: the recording must not be deleted under it.
+ACTIVE_JOBS = ("queued", "running")
+# The rendition every recording has; its segments measure a recording's duration.
+SOURCE = "source"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingView:
+    """A recording as viewers see it: with its host's name."""
+
+    recording: Recording
+    host: str
+
+
+class RetentionConflict(StorageError):
+    """A retention change that the recording's state does not allow (the API answers 409)."""
 
 
 def utcnow() -> datetime:
@@ -226,6 +249,50 @@ class Catalog:
         with self.session() as s:
             return s.scalars(query.limit(limit).offset(offset)).all()
 
+    def public_recordings(
+        self,
+        *,
+        status: str | None = None,
+        room_id: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> tuple[list[RecordingView], int]:
+        """A page of what viewers can watch, newest first, and how many there are in all.
+
+        A recording appears once it has a segment: a live that has not yet sent a keyframe has
+        nothing to play.
+        """
+        statuses = (status,) if status else PUBLIC_STATUSES
+        where = [Recording.status.in_(statuses), Recording.object_count > 0]
+        if room_id:
+            where.append(Recording.room_id == room_id)
+        query = (
+            select(Recording, Creator.name)
+            .join(Room, Room.id == Recording.room_id)
+            .join(Creator, Creator.id == Room.creator_id)
+            .where(*where)
+            .order_by(Recording.started_at.desc(), Recording.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(Recording).where(*where)) or 0
+            rows = s.execute(query).all()
+        return [RecordingView(recording=rec, host=host) for rec, host in rows], total
+
+    def recording_view(self, recording_id: str) -> RecordingView | None:
+        query = (
+            select(Recording, Creator.name)
+            .join(Room, Room.id == Recording.room_id)
+            .join(Creator, Creator.id == Room.creator_id)
+            .where(Recording.id == recording_id)
+        )
+        with self.session() as s:
+            row = s.execute(query).first()
+            if row is None:
+                return None
+        return RecordingView(recording=row[0], host=row[1])
+
     def recordings_expiring_before(self, moment: datetime) -> Sequence[Recording]:
         """Ended, not held, not yet deleted, with `expires_at` at or before `moment`."""
         query = (
@@ -240,6 +307,202 @@ class Catalog:
         )
         with self.session() as s:
             return s.scalars(query).all()
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def due_for_deletion(
+        self, moment: datetime, *, lease: timedelta = timedelta(0)
+    ) -> list[Recording]:
+        """What the sweeper must delete at `moment`: deletions claimed at least `lease` ago and
+        not finished (a crash, a store outage) first, then ended recordings past `expires_at`
+        that are not held and not pinned by a clip job reading them."""
+        pinned = select(Job.recording_id).where(
+            Job.recording_id.is_not(None), Job.status.in_(ACTIVE_JOBS)
+        )
+        resume = (
+            select(Recording)
+            .where(
+                Recording.status == "deleting",
+                Recording.delete_started_at <= moment - lease,
+            )
+            .order_by(Recording.delete_started_at)
+        )
+        due = (
+            select(Recording)
+            .where(
+                Recording.status == "ended",
+                Recording.held.is_(False),
+                Recording.expires_at.is_not(None),
+                Recording.expires_at <= moment,
+                Recording.id.not_in(pinned),
+            )
+            .order_by(Recording.expires_at)
+        )
+        with self.session() as s:
+            return [*s.scalars(resume).all(), *s.scalars(due).all()]
+
+    def begin_deletion(self, recording_id: str, *, reason: str, actor: str) -> Recording:
+        """Claim a recording for deletion: viewers get 410 from now on, and a crash resumes it.
+
+        An expiry claims only what is still due (ended, not held, not pinned, past expiry: it may
+        have been held or extended since it was found); a takedown claims anything not yet gone.
+        Raises RetentionConflict when the recording is not (or no longer) to be deleted.
+        """
+        with self.session() as s:
+            recording = s.get(Recording, recording_id, with_for_update=True)
+            if recording is None:
+                raise KeyError(recording_id)
+            if recording.status == "deleting":
+                return recording
+            if recording.status in GONE:
+                raise RetentionConflict(f"recording {recording_id} is already {recording.status}")
+            if reason == "expire":
+                now = self.now()
+                due = (
+                    recording.status == "ended"
+                    and not recording.held
+                    and recording.expires_at is not None
+                    and recording.expires_at <= now
+                    and not self._pinned(s, recording_id)
+                )
+                if not due:
+                    raise RetentionConflict(f"recording {recording_id} is not due for expiry")
+            recording.status = "deleting"
+            recording.delete_reason = reason
+            recording.delete_actor = actor
+            recording.delete_started_at = self.now()
+        return recording
+
+    def deletion_keys(self, recording_id: str) -> list[tuple[str, int]]:
+        """The indexed objects of a recording (its segments) with their sizes."""
+        query = select(Segment.key, Segment.size_bytes).where(Segment.recording_id == recording_id)
+        with self.session() as s:
+            return [(key, size) for key, size in s.execute(query)]
+
+    def finish_deletion(
+        self, recording_id: str, *, objects_deleted: int, bytes_deleted: int, detail: dict
+    ) -> AuditEvent:
+        """The recording is gone: its final status and its audit entry, in one transaction, so
+        a resumed sweep never writes a second entry. The segment index goes with it."""
+        with self.session() as s:
+            recording = s.get(Recording, recording_id, with_for_update=True)
+            if recording is None or recording.status != "deleting":
+                raise RetentionConflict(f"recording {recording_id} is not being deleted")
+            now = self.now()
+            final = "expired" if recording.delete_reason == "expire" else "taken_down"
+            recording.status = final
+            recording.deleted_at = now
+            s.execute(sa_delete(Segment).where(Segment.recording_id == recording_id))
+            event_ = AuditEvent(
+                at=now,
+                actor=recording.delete_actor or "sweeper",
+                action=recording.delete_reason or "expire",
+                recording_id=recording_id,
+                objects_deleted=objects_deleted,
+                bytes_deleted=bytes_deleted,
+                detail=detail,
+            )
+            s.add(event_)
+        return event_
+
+    def hold(self, recording_id: str, *, actor: str, reason: str = "") -> Recording:
+        """A legal or moderation hold: no expiry until released."""
+
+        def apply(recording: Recording) -> dict[str, Any]:
+            recording.held = True
+            return {"reason": reason} if reason else {}
+
+        return self._retention_change(recording_id, "hold", actor, apply)
+
+    def release(self, recording_id: str, *, actor: str, grace: timedelta) -> Recording:
+        """End a hold. The recording expires at the later of its `expires_at` and now + grace,
+        so a release never makes it vanish under a viewer at once."""
+
+        def apply(recording: Recording) -> dict[str, Any]:
+            if not recording.held:
+                raise RetentionConflict(f"recording {recording_id} is not held")
+            recording.held = False
+            if recording.expires_at is not None:
+                recording.expires_at = max(recording.expires_at, self.now() + grace)
+            return {"expires_at": _iso(recording.expires_at)}
+
+        return self._retention_change(recording_id, "release", actor, apply)
+
+    def extend(self, recording_id: str, *, actor: str, by: timedelta) -> Recording:
+        def apply(recording: Recording) -> dict[str, Any]:
+            if recording.expires_at is None:
+                raise RetentionConflict(
+                    f"recording {recording_id} is still live: its expiry starts when it ends"
+                )
+            before = recording.expires_at
+            recording.expires_at = before + by
+            return {
+                "hours": by.total_seconds() / 3600,
+                "from": _iso(before),
+                "to": _iso(recording.expires_at),
+            }
+
+        return self._retention_change(recording_id, "extend", actor, apply)
+
+    def _retention_change(
+        self,
+        recording_id: str,
+        action: str,
+        actor: str,
+        apply: Callable[[Recording], dict[str, Any]],
+    ) -> Recording:
+        with self.session() as s:
+            recording = s.get(Recording, recording_id, with_for_update=True)
+            if recording is None:
+                raise KeyError(recording_id)
+            if recording.status in (*GONE, "deleting"):
+                raise RetentionConflict(
+                    f"recording {recording_id} is {recording.status}: too late to {action}"
+                )
+            detail = apply(recording)
+            s.add(
+                AuditEvent(
+                    at=self.now(),
+                    actor=actor,
+                    action=action,
+                    recording_id=recording_id,
+                    detail=detail,
+                )
+            )
+        return recording
+
+    @staticmethod
+    def _pinned(s: Session, recording_id: str) -> bool:
+        query = select(Job.id).where(Job.recording_id == recording_id, Job.status.in_(ACTIVE_JOBS))
+        return s.scalar(query.limit(1)) is not None
+
+    def retention_listing(
+        self,
+        *,
+        expiring_before: datetime | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[RecordingView], int]:
+        """Recordings as admins see them: any status, soonest expiry first."""
+        where = []
+        if expiring_before is not None:
+            where += [Recording.expires_at.is_not(None), Recording.expires_at <= expiring_before]
+        if status:
+            where.append(Recording.status == status)
+        query = (
+            select(Recording, Creator.name)
+            .join(Room, Room.id == Recording.room_id)
+            .join(Creator, Creator.id == Room.creator_id)
+            .where(*where)
+            .order_by(Recording.expires_at.is_(None), Recording.expires_at, Recording.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(Recording).where(*where)) or 0
+            rows = s.execute(query).all()
+        return [RecordingView(recording=rec, host=host) for rec, host in rows], total
 
     def set_rendition(
         self,
@@ -308,6 +571,8 @@ class Catalog:
             s.add(segment)
             recording.object_count += 1
             recording.byte_count += size_bytes
+            if rendition == SOURCE:
+                recording.media_s += duration_s
         return segment
 
     def find_segments(
@@ -366,6 +631,10 @@ class Catalog:
             query = query.where(AuditEvent.recording_id == recording_id)
         with self.session() as s:
             return s.scalars(query).all()
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 def sqlite_url(path: Path) -> str:

@@ -37,8 +37,11 @@ def master_playlist(recording_id: str) -> str:
     return f"{recording_prefix(recording_id)}master.m3u8"
 
 
+MEDIA_PLAYLIST = "/index.m3u8"
+
+
 def media_playlist(recording_id: str, rendition: str) -> str:
-    return f"{recording_prefix(recording_id)}{rendition}/index.m3u8"
+    return f"{recording_prefix(recording_id)}{rendition}{MEDIA_PLAYLIST}"
 
 
 def init_segment(recording_id: str, rendition: str, n: int = 0) -> str:

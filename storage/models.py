@@ -92,15 +92,24 @@ class Recording(Base):
     room_id: Mapped[str] = mapped_column(ForeignKey("rooms.id"), index=True)
     title: Mapped[str] = mapped_column(String(300))
     kind: Mapped[str] = mapped_column(String(10))
-    # "live" -> "ended" -> "expired" (or "taken_down")
+    # "live" -> "ended" -> "deleting" -> "expired" or "taken_down". "deleting" is the sweeper's
+    # claim: the objects are going, viewers get 410, and a crash resumes from there.
     status: Mapped[str] = mapped_column(String(12), default="live")
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     held: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why and by whom a deletion was started ("expire" by "sweeper", "takedown" by an admin).
+    delete_reason: Mapped[str | None] = mapped_column(String(20))
+    delete_actor: Mapped[str | None] = mapped_column(String(200))
+    # When the claim was made: a sweeper resumes only claims older than its lease, so it never
+    # races a takedown still waiting for a live publisher's last uploads.
+    delete_started_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
     object_count: Mapped[int] = mapped_column(Integer, default=0)
     byte_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Seconds of media in the source rendition: what a viewer can play.
+    media_s: Mapped[float] = mapped_column(Float, default=0.0)
 
     room: Mapped[Room] = relationship(back_populates="recordings")
     renditions: Mapped[list[Rendition]] = relationship(

@@ -15,6 +15,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
 
+from storage import lifecycle
 from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
 from storage.keys import kind_of
 from storage.presign import Presigner, PresignUnsupported
@@ -36,6 +38,7 @@ DELETE_BATCH = 1000
 # S3's smallest part (except the last) is 5 MiB.
 MIN_PART_SIZE = 5 * 1024 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_EPHEMERAL_TAG = f"{lifecycle.TAG_KEY}={lifecycle.EPHEMERAL}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +60,8 @@ class StoreConfig:
     # Round presigned URLs' signing time down to this many seconds (0 = none), so that one key
     # gives one URL per window; see `storage.presign.Presigner`. TTLs must then exceed it.
     presign_bucket_s: int = 0
+    # Tag every object of a recording for the lifecycle safety net (storage.lifecycle).
+    retention_tags: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +142,55 @@ class ObjectStore:
         reply = self._call("get_bucket_cors", "", self._client.get_bucket_cors, Bucket=self.bucket)
         return reply.get("CORSRules", [])
 
+    def lifecycle_rules(self) -> list[dict]:
+        try:
+            reply = self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) == "NoSuchLifecycleConfiguration":
+                return []
+            raise self._error("get_bucket_lifecycle", "", exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("get_bucket_lifecycle", "", exc) from exc
+        return reply.get("Rules", [])
+
+    def put_lifecycle_rule(self, rule: dict) -> list[dict]:
+        """Add or replace one rule (by its ID), keeping the bucket's other rules."""
+        rules = [r for r in self.lifecycle_rules() if r.get("ID") != rule["ID"]] + [rule]
+        self._call(
+            "put_bucket_lifecycle",
+            "",
+            self._client.put_bucket_lifecycle_configuration,
+            Bucket=self.bucket,
+            LifecycleConfiguration={"Rules": rules},
+        )
+        return rules
+
+    def retention_tag(self, key: str) -> str | None:
+        reply = self._call(
+            "get_tagging", key, self._client.get_object_tagging, Bucket=self.bucket, Key=key
+        )
+        tags = {t["Key"]: t["Value"] for t in reply.get("TagSet", [])}
+        return tags.get(lifecycle.TAG_KEY)
+
+    def set_retention_tag(self, prefix: str, value: str, *, workers: int = 8) -> int:
+        """Tag every object under `prefix` (held / ephemeral); returns how many."""
+        keys = [info.key for info in self.list(prefix)]
+        tagging = {"TagSet": [{"Key": lifecycle.TAG_KEY, "Value": value}]}
+
+        def tag(key: str) -> None:
+            self._call(
+                "put_tagging",
+                key,
+                self._client.put_object_tagging,
+                Bucket=self.bucket,
+                Key=key,
+                Tagging=tagging,
+            )
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="tag") as pool:
+            list(pool.map(tag, keys))
+        return len(keys)
+
     def ping(self) -> None:
         """Raise unless the bucket answers."""
         self._call("head_bucket", "", self._client.head_bucket, Bucket=self.bucket)
@@ -154,6 +208,8 @@ class ObjectStore:
     ) -> ObjectInfo:
         kind = kind_of(key)
         extra = {"Metadata": metadata} if metadata else {}
+        if self.config.retention_tags and lifecycle.tagged(key):
+            extra["Tagging"] = _EPHEMERAL_TAG
         reply = self._call(
             "put",
             key,
@@ -193,7 +249,12 @@ class ObjectStore:
             ExtraArgs={
                 "ContentType": content_type or kind.content_type,
                 "CacheControl": cache_control or kind.cache_control,
-            },
+            }
+            | (
+                {"Tagging": _EPHEMERAL_TAG}
+                if self.config.retention_tags and lifecycle.tagged(key)
+                else {}
+            ),
             Config=self._transfer,
         )
         # Never trust CompleteMultipartUpload's ETag (Ceph 16 answers it empty): ask the store.

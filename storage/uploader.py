@@ -49,6 +49,8 @@ class Upload:
 class UploaderStats:
     uploaded: int = 0
     uploaded_bytes: int = 0
+    segments: int = 0  # spooled files (media segments) among `uploaded`
+    latency_sum_s: float = 0.0
     skipped_playlists: int = 0
     failures: int = 0
     latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
@@ -171,7 +173,11 @@ class Uploader:
                 backoff = min(backoff * 2, self.max_backoff_s)
         self.stats.uploaded += 1
         self.stats.uploaded_bytes += upload.size
-        self.stats.latency_s.append(time.monotonic() - upload.queued_at)
+        latency = time.monotonic() - upload.queued_at
+        self.stats.latency_s.append(latency)
+        self.stats.latency_sum_s += latency
+        if upload.path is not None:
+            self.stats.segments += 1
         if upload.then is not None:
             try:
                 upload.then()
