@@ -14,6 +14,7 @@ reads a second.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import posixpath
 import threading
@@ -22,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from storage import keys as K
 from storage.catalog import Catalog, RecordingView
@@ -50,10 +52,22 @@ class Gone(PlaybackError):
     status = 410
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Playlist:
     body: bytes
     live: bool
+    _gzipped: bytes | None = None
+
+    def gzipped(self) -> bytes:
+        """The body gzipped, made once per playlist (a rewritten 2-hour playlist is 1.5 MB of
+        URLs that compress about 8x); call it off the event loop the first time."""
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
+
+    @property
+    def has_gzipped(self) -> bool:
+        return self._gzipped is not None
 
 
 @dataclass(kw_only=True)
@@ -72,6 +86,7 @@ class Playback:
         url_ttl_s: int,
         public_base_url: str | None = None,
         live_refresh_s: float = 0.5,
+        view_ttl_s: float = 1.0,
         cache_entries: int = 256,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
@@ -94,7 +109,12 @@ class Playback:
             self.bucket_s = 0
         self._cache_entries = cache_entries
         self._sources: OrderedDict[str, _Source] = OrderedDict()
-        self._rendered: OrderedDict[tuple[str, int], tuple[str, bytes]] = OrderedDict()
+        self._rendered: OrderedDict[tuple[str, int], tuple[str, Playlist]] = OrderedDict()
+        # Recordings as last read from the catalog: a playlist request need not ask again within
+        # `view_ttl_s` (an expiry or takedown is seen that much later; its objects are gone).
+        self.view_ttl_s = view_ttl_s
+        self._views: dict[str, tuple[RecordingView, float]] = {}
+        self._pages: dict[tuple, tuple[tuple[list[RecordingView], int], float]] = {}
         self._lock = threading.Lock()
 
     # -- what routes call -------------------------------------------------------------------------
@@ -104,6 +124,9 @@ class Playback:
         view = self.catalog.recording_view(recording_id)
         if view is None:
             raise NotFound(f"no recording {recording_id}")
+        if len(self._views) > 10 * self._cache_entries:
+            self._views.clear()
+        self._views[recording_id] = (view, self._monotonic())
         check_playable(view.recording)
         return view
 
@@ -121,7 +144,50 @@ class Playback:
         live = recording.status == "live"
         key = K.media_playlist(recording_id, rendition)
         text = self._read(key, live=live)
-        return Playlist(body=self._rewritten(key, text), live=live)
+        return self._rewritten(key, text, live)
+
+    def cached_master(self, recording_id: str) -> Playlist | None:
+        """The master playlist from memory if fresh, else None (see `cached_media`)."""
+        now = self._monotonic()
+        seen = self._views.get(recording_id)
+        if seen is None or now - seen[1] >= self.view_ttl_s:
+            return None
+        check_playable(seen[0].recording)
+        source = self._sources.get(K.master_playlist(recording_id))
+        if source is None or not (source.final or now - source.read_at < self.live_refresh_s):
+            return None
+        return Playlist(body=source.text.encode(), live=seen[0].recording.status == "live")
+
+    def page(self, **query: Any) -> tuple[list[RecordingView], int] | None:
+        """A listing page from memory if read within `view_ttl_s`, else None."""
+        hit = self._pages.get(tuple(sorted(query.items())))
+        if hit is not None and self._monotonic() - hit[1] < self.view_ttl_s:
+            return hit[0]
+        return None
+
+    def read_page(self, **query: Any) -> tuple[list[RecordingView], int]:
+        page = self.catalog.public_recordings(**query)
+        if len(self._pages) > self._cache_entries:
+            self._pages.clear()
+        self._pages[tuple(sorted(query.items()))] = (page, self._monotonic())
+        return page
+
+    def cached_media(self, recording_id: str, rendition: str) -> Playlist | None:
+        """The media playlist if everything it needs is fresh in memory, else None: no I/O, so
+        the event loop can answer it without a thread (most requests, under load)."""
+        now = self._monotonic()
+        seen = self._views.get(recording_id)
+        if seen is None or now - seen[1] >= self.view_ttl_s:
+            return None
+        check_playable(seen[0].recording)
+        key = K.media_playlist(recording_id, rendition)
+        source = self._sources.get(key)
+        if source is None or not (source.final or now - source.read_at < self.live_refresh_s):
+            return None
+        hit = self._rendered.get((key, self._bucket()))
+        if hit is None or hit[0] != source.text:
+            return None
+        return hit[1]
 
     def media_url(self, key: str) -> str:
         """Where a player fetches an object: the public base URL, or a presigned URL."""
@@ -151,11 +217,11 @@ class Playback:
             _trim(self._sources, self._cache_entries)
         return text
 
-    def _rewritten(self, key: str, text: str) -> bytes:
+    def _rewritten(self, key: str, text: str, live: bool) -> Playlist:
         bucket = self._bucket()
         with self._lock:
             hit = self._rendered.get((key, bucket))
-            if hit is not None and hit[0] == text:
+            if hit is not None and hit[0] == text and hit[1].live == live:
                 self._rendered.move_to_end((key, bucket))
                 return hit[1]
         base = posixpath.dirname(key)
@@ -166,11 +232,11 @@ class Playback:
                 return uri
             return media_url(posixpath.normpath(f"{base}/{uri}"))
 
-        body = rewrite_uris(text, rewrite).encode()
+        playlist = Playlist(body=rewrite_uris(text, rewrite).encode(), live=live)
         with self._lock:
-            self._rendered[(key, bucket)] = (text, body)
+            self._rendered[(key, bucket)] = (text, playlist)
             _trim(self._rendered, self._cache_entries)
-        return body
+        return playlist
 
     def _bucket(self) -> int:
         if self.public_base_url:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import create_engine, event, func, inspect, select, text
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -82,8 +82,11 @@ class Catalog:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
+        """Create missing tables, and add columns that a newer afterlive brought to an older
+        catalog (additive changes only; a rename or a type change needs a real migration)."""
         try:
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except SQLAlchemyError as exc:
             raise StorageError(
                 f"catalog at {_safe_url(self.url)}: cannot create schema: {exc}"
@@ -631,6 +634,29 @@ class Catalog:
             query = query.where(AuditEvent.recording_id == recording_id)
         with self.session() as s:
             return s.scalars(query).all()
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    existing = inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            have = {column["name"] for column in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
+                default = column.default.arg if column.default is not None else None
+                if not column.nullable:
+                    if default is None or callable(default):
+                        raise StorageError(
+                            f"catalog: column {table.name}.{column.name} is new and has no "
+                            "default; this upgrade needs a migration"
+                        )
+                    literal = int(default) if isinstance(default, bool) else default
+                    ddl += f" NOT NULL DEFAULT {literal!r}"
+                conn.execute(text(ddl))
+                log.warning("catalog: added column %s.%s", table.name, column.name)
 
 
 def _iso(moment: datetime | None) -> str | None:

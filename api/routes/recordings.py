@@ -19,6 +19,9 @@ from storage.catalog import RecordingView
 
 router = APIRouter(prefix="/api/recordings", tags=["recordings"])
 
+# Smaller playlists are not worth compressing (a master, a short live).
+GZIP_MIN_BYTES = 4096
+
 _PLAYLIST_RESPONSES = {
     200: {"content": {PLAYLIST_TYPE: {}}, "description": "an HLS playlist"},
     404: {"description": "no such recording, or no media yet"},
@@ -26,7 +29,10 @@ _PLAYLIST_RESPONSES = {
 }
 
 
-def recording_out(view: RecordingView, request: Request, now: datetime) -> RecordingOut:
+def recording_out(
+    view: RecordingView, request: Request, now: datetime, base: str | None = None
+) -> RecordingOut:
+    """`base`: this API's recordings URL, to build playback URLs without a route lookup each."""
     rec = view.recording
     expires_in = None
     if rec.expires_at is not None:
@@ -43,7 +49,11 @@ def recording_out(view: RecordingView, request: Request, now: datetime) -> Recor
         duration_s=round(rec.media_s, 3),
         expires_at=rec.expires_at,
         expires_in_s=expires_in,
-        playback_url=str(request.url_for("master_playlist", recording_id=rec.id)),
+        playback_url=(
+            f"{base}/{rec.id}/master.m3u8"
+            if base
+            else str(request.url_for("master_playlist", recording_id=rec.id))
+        ),
     )
 
 
@@ -57,16 +67,15 @@ async def list_recordings(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> RecordingPage:
     """Live and replayable recordings, newest first; `status` narrows to one of them."""
-    views, total = await run_in_threadpool(
-        runtime.catalog.public_recordings,
-        status=status,
-        room_id=room_id,
-        limit=limit,
-        offset=offset,
-    )
+    query = {"status": status, "room_id": room_id, "limit": limit, "offset": offset}
+    page = runtime.playback.page(**query)
+    if page is None:
+        page = await run_in_threadpool(lambda: runtime.playback.read_page(**query))
+    views, total = page
     now = runtime.catalog.now()
+    base = str(request.url_for("master_playlist", recording_id="-")).removesuffix("/-/master.m3u8")
     return RecordingPage(
-        items=[recording_out(view, request, now) for view in views],
+        items=[recording_out(view, request, now, base) for view in views],
         total=total,
         limit=limit,
         offset=offset,
@@ -101,7 +110,10 @@ async def get_recording(
 @router.get("/{recording_id}/master.m3u8", response_class=Response, responses=_PLAYLIST_RESPONSES)
 async def master_playlist(recording_id: str, runtime: RuntimeDep) -> Response:
     """The master playlist: open this URL in any HLS player."""
-    return _playlist(await run_in_threadpool(runtime.playback.master, recording_id))
+    playlist = runtime.playback.cached_master(recording_id)
+    if playlist is None:
+        playlist = await run_in_threadpool(runtime.playback.master, recording_id)
+    return _playlist(playlist)
 
 
 @router.get(
@@ -109,12 +121,33 @@ async def master_playlist(recording_id: str, runtime: RuntimeDep) -> Response:
     response_class=Response,
     responses=_PLAYLIST_RESPONSES,
 )
-async def media_playlist(recording_id: str, rendition: str, runtime: RuntimeDep) -> Response:
+async def media_playlist(
+    recording_id: str, rendition: str, runtime: RuntimeDep, request: Request
+) -> Response:
     """A media playlist whose segment URIs point straight into the store."""
-    return _playlist(await run_in_threadpool(runtime.playback.media, recording_id, rendition))
+    gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
+    playlist = runtime.playback.cached_media(recording_id, rendition)
+    if playlist is None or (gzip_ok and not playlist.has_gzipped):
+        playlist = await run_in_threadpool(
+            _media_and_gzip, runtime, recording_id, rendition, gzip_ok
+        )
+    return _playlist(playlist, gzip_ok)
 
 
-def _playlist(playlist: Playlist) -> Response:
+def _media_and_gzip(runtime, recording_id: str, rendition: str, gzip_ok: bool) -> Playlist:
+    playlist = runtime.playback.media(recording_id, rendition)
+    if gzip_ok and len(playlist.body) >= GZIP_MIN_BYTES:
+        playlist.gzipped()
+    return playlist
+
+
+def _playlist(playlist: Playlist, gzip_ok: bool = False) -> Response:
     # A live playlist grows every segment; a replay's URIs carry signatures that run out.
-    cache = "no-cache" if playlist.live else "private, max-age=10"
-    return Response(playlist.body, media_type=PLAYLIST_TYPE, headers={"Cache-Control": cache})
+    headers = {
+        "Cache-Control": "no-cache" if playlist.live else "private, max-age=10",
+        "Vary": "Accept-Encoding",
+    }
+    if gzip_ok and len(playlist.body) >= GZIP_MIN_BYTES:
+        headers["Content-Encoding"] = "gzip"
+        return Response(playlist.gzipped(), media_type=PLAYLIST_TYPE, headers=headers)
+    return Response(playlist.body, media_type=PLAYLIST_TYPE, headers=headers)

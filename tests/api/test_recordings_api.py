@@ -210,3 +210,28 @@ def test_metrics_are_prometheus_text(api: Api) -> None:
     # seed_recording stored objects through the same store: counted per operation.
     assert any(line.startswith('afterlive_store_requests_total{operation="put"}') for line in lines)
     assert "# TYPE afterlive_store_errors_total counter" in lines
+
+
+def test_long_playlists_are_gzipped_for_clients_that_accept_it(api: Api) -> None:
+    creator, _ = api.creator()
+    recording = seed_recording(api, creator, segments=60)
+    url = f"/api/recordings/{recording.id}/source/index.m3u8"
+    plain = api.client.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    for _ in range(2):  # the first from the store, the second from memory
+        zipped = api.client.get(url, headers={"Accept-Encoding": "gzip, deflate"})
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert "Accept-Encoding" in zipped.headers["vary"]
+        assert zipped.text == plain.text  # the client inflates it
+        assert int(zipped.headers["content-length"]) < len(plain.content) / 4
+
+
+def test_an_expiry_is_seen_within_a_second_even_from_memory(api: Api) -> None:
+    creator, _ = api.creator()
+    recording = seed_recording(api, creator)
+    for path in ("/master.m3u8", "/source/index.m3u8"):
+        assert api.client.get(f"/api/recordings/{recording.id}{path}").status_code == 200
+    expire(api, recording.id)
+    time.sleep(api.runtime.playback.view_ttl_s)
+    for path in ("/master.m3u8", "/source/index.m3u8"):
+        assert api.client.get(f"/api/recordings/{recording.id}{path}").status_code == 410

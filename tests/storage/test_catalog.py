@@ -231,3 +231,20 @@ def test_segment_keys_sort_by_start_time(catalog, room, clock) -> None:
     keys = [K.media_segment(rec.id, "audio", t, i, "ts") for i, t in enumerate(starts)]
     assert keys == sorted(keys)
     assert keys[0].endswith(f"{int(starts[0].timestamp() * 1000):013d}-000000.ts")
+
+
+def test_an_older_catalog_gets_the_new_columns(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    Catalog(sqlite_url(path)).create_schema()
+    with sqlite3.connect(path) as db:  # as a catalog made before these columns existed
+        for column in ("media_s", "delete_started_at", "delete_reason"):
+            db.execute(f"ALTER TABLE recordings DROP COLUMN {column}")
+    catalog = Catalog(sqlite_url(path))
+    catalog.create_schema()
+    creator, _ = catalog.add_creator("old")
+    room = catalog.add_room(creator_id=creator.id, title="t", kind="audio")
+    rec = catalog.start_recording(room.id)
+    assert catalog.recording(rec.id).media_s == 0.0
+    assert catalog.recording(rec.id).delete_started_at is None
