@@ -100,6 +100,7 @@ def _local(settings: Settings) -> Iterator[Any]:
         try:
             yield runtime
         finally:
+            runtime.clips.close()
             runtime.uploader.close()
             catalog.dispose()
 

@@ -52,6 +52,10 @@ class Gone(PlaybackError):
     status = 410
 
 
+class NotReady(PlaybackError):
+    status = 409
+
+
 @dataclass(kw_only=True)
 class Playlist:
     body: bytes
@@ -145,6 +149,26 @@ class Playback:
         key = K.media_playlist(recording_id, rendition)
         text = self._read(key, live=live)
         return self._rewritten(key, text, live)
+
+    def clip_master(self, clip_id: str) -> Playlist:
+        self._ready_clip(clip_id)
+        return Playlist(body=self._read(K.clip_master(clip_id), live=False).encode(), live=False)
+
+    def clip_media(self, clip_id: str, rendition: str) -> Playlist:
+        self._ready_clip(clip_id)
+        if "/" in rendition or rendition.startswith("."):
+            raise NotFound(f"no rendition {rendition!r}")
+        key = K.clip_media_playlist(clip_id, rendition)
+        return self._rewritten(key, self._read(key, live=False), False)
+
+    def _ready_clip(self, clip_id: str) -> None:
+        clip = self.catalog.clip(clip_id)
+        if clip is None:
+            raise NotFound(f"no clip {clip_id}")
+        if clip.status == "taken_down":
+            raise Gone(f"clip {clip_id} was taken down and is no longer available")
+        if clip.status != "done":
+            raise NotReady(f"clip {clip_id} is {clip.status}: its playlist comes when it is done")
 
     def cached_master(self, recording_id: str) -> Playlist | None:
         """The master playlist from memory if fresh, else None (see `cached_media`)."""

@@ -11,6 +11,7 @@ from datetime import datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from api.assets import ensure_hls_js_in_background
+from api.clips import Clips
 from api.playback import Playback
 from api.retention import Retention, start_scheduler
 from api.settings import Settings
@@ -35,6 +36,7 @@ class Runtime:
     sweeper: Sweeper
     retention: Retention
     admin_token: str
+    clips: Clips
     embedded: EmbeddedStore | None = None
     rtmp: RtmpServer | None = None
     scheduler: BackgroundScheduler | None = None
@@ -68,6 +70,7 @@ class Runtime:
         await self.recorder.close()
 
     def close(self) -> None:
+        self.clips.close()
         self.uploader.close()
         self.catalog.dispose()
         if self.embedded is not None:
@@ -127,6 +130,9 @@ def start_runtime(settings: Settings) -> Runtime:
         finalised = runtime.recorder.recover()
         if finalised:
             log.warning("finalised %d recording(s) left live by a previous run", finalised)
+        resumed = runtime.clips.resume()
+        if resumed:
+            log.warning("restarted %d clip job(s) left unfinished by a previous run", resumed)
     except BaseException:
         if embedded is not None:
             embedded.stop()
@@ -173,5 +179,6 @@ def assemble(
         sweeper=sweeper,
         retention=Retention(catalog=catalog, store=store, sweeper=sweeper, recorder=recorder),
         admin_token=settings.ensure_admin_token(),
+        clips=Clips(catalog=catalog, store=store, work_dir=settings.data_dir / "work"),
         embedded=embedded,
     )

@@ -114,3 +114,33 @@ class SweepOut(BaseModel):
     planned: list[dict]
     failed: dict[str, str]
     seconds: float
+
+
+class ClipCreate(BaseModel):
+    title: str = Field(min_length=1, max_length=300)
+    start_s: float | None = Field(None, description="seconds into the recording")
+    end_s: float | None = None
+    start_at: datetime | None = Field(None, description="or wall-clock times, with a time zone")
+    end_at: datetime | None = None
+
+
+class ClipSource(BaseModel):
+    recording_id: str
+    available: bool = Field(description="the recording still exists (it expires, the clip not)")
+    playback_url: str | None
+
+
+class ClipOut(BaseModel):
+    id: str
+    title: str
+    status: Literal["queued", "running", "done", "failed", "taken_down"]
+    progress: int = Field(description="0-100")
+    error: str | None
+    start_s: float
+    end_s: float
+    duration_s: float | None
+    created_at: datetime
+    status_url: str
+    playback_url: str | None = Field(description="master playlist, once done")
+    audio_url: str | None = Field(description="the clip's audio (AAC, .m4a), once done")
+    source: ClipSource

@@ -26,6 +26,7 @@ from storage.errors import StorageError
 from storage.models import (
     AuditEvent,
     Base,
+    Clip,
     Creator,
     Job,
     Recording,
@@ -58,6 +59,10 @@ class RecordingView:
 
 class RetentionConflict(StorageError):
     """A retention change that the recording's state does not allow (the API answers 409)."""
+
+
+class RecordingGone(StorageError):
+    """The recording expired or was taken down (the API answers 410)."""
 
 
 def utcnow() -> datetime:
@@ -541,6 +546,112 @@ class Catalog:
                 .where(Rendition.recording_id == recording_id)
                 .order_by(Rendition.id)
             ).all()
+
+    # -- clips and jobs -------------------------------------------------------------------------
+
+    def start_clip(
+        self,
+        *,
+        creator_id: str,
+        recording_id: str,
+        title: str,
+        start_s: float,
+        end_s: float,
+    ) -> tuple[Clip, Job]:
+        """A clip and the job that cuts it, in one transaction with the check that the
+        recording can still be read: the job pins it against expiry from the same commit."""
+        with self.session() as s:
+            recording = s.get(Recording, recording_id, with_for_update=True)
+            if recording is None:
+                raise KeyError(recording_id)
+            if recording.status not in ("live", "ended"):
+                raise RecordingGone(
+                    f"recording {recording_id} is {recording.status}: nothing left to clip"
+                )
+            now = self.now()
+            if (
+                recording.status == "ended"
+                and not recording.held
+                and (recording.expires_at is not None and recording.expires_at <= now)
+            ):
+                raise RetentionConflict(
+                    f"recording {recording_id} expired at {recording.expires_at:%H:%M:%S} UTC "
+                    "and is being deleted"
+                )
+            clip_id, job_id = new_id(), new_id()
+            clip = Clip(
+                id=clip_id,
+                creator_id=creator_id,
+                recording_id=recording_id,
+                title=title,
+                start_s=start_s,
+                end_s=end_s,
+                status="queued",
+                prefix=f"clips/{clip_id}/",
+                job_id=job_id,
+                created_at=now,
+            )
+            job = Job(
+                id=job_id,
+                kind="clip",
+                status="queued",
+                progress=0,
+                recording_id=recording_id,
+                payload={"clip_id": clip_id},
+                created_at=now,
+            )
+            s.add_all([clip, job])
+        return clip, job
+
+    def clip(self, clip_id: str) -> Clip | None:
+        with self.session() as s:
+            return s.get(Clip, clip_id)
+
+    def clips_of(self, creator_id: str, *, limit: int = 100) -> Sequence[Clip]:
+        query = (
+            select(Clip)
+            .where(Clip.creator_id == creator_id)
+            .order_by(Clip.created_at.desc(), Clip.id)
+            .limit(limit)
+        )
+        with self.session() as s:
+            return s.scalars(query).all()
+
+    def job(self, job_id: str) -> Job | None:
+        with self.session() as s:
+            return s.get(Job, job_id)
+
+    def clip_and_job(self, clip_id: str) -> tuple[Clip, Job | None] | None:
+        with self.session() as s:
+            clip = s.get(Clip, clip_id)
+            if clip is None:
+                return None
+            return clip, (s.get(Job, clip.job_id) if clip.job_id else None)
+
+    def unfinished_jobs(self, kind: str) -> Sequence[Job]:
+        query = (
+            select(Job)
+            .where(Job.kind == kind, Job.status.in_(ACTIVE_JOBS))
+            .order_by(Job.created_at)
+        )
+        with self.session() as s:
+            return s.scalars(query).all()
+
+    def update_job(self, job_id: str, **fields: Any) -> Job:
+        """Set job fields (status, progress, result, error...); the clip follows its status."""
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise KeyError(job_id)
+            for name, value in fields.items():
+                setattr(job, name, value)
+            if "status" in fields and job.kind == "clip":
+                clip = s.get(Clip, job.payload.get("clip_id"))
+                if clip is not None:
+                    clip.status = fields["status"]
+                    if "duration_s" in job.result:
+                        clip.duration_s = job.result["duration_s"]
+        return job
 
     # -- segments -------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@
                                                                   keys sort by time
     recordings/{recording_id}/thumbnails/{name}.jpg               thumbnails
 
-    clips/{clip_id}/...                                           a clip's own object set (kept)
+    clips/{clip_id}/master.m3u8, {rendition}/index.m3u8, ...     a clip's own object set (kept)
+    clips/{clip_id}/audio.m4a                                     the clip's audio, trimmed
     programmes/{programme_id}/artwork.{ext}                       programme artwork (kept)
     programmes/{programme_id}/feed.xml                            podcast RSS feed (kept)
     programmes/{programme_id}/episodes/{episode_id}/episode.mp3   rendered episode (kept)
@@ -61,6 +62,22 @@ def thumbnail(recording_id: str, name: str) -> str:
 
 def clip_prefix(clip_id: str) -> str:
     return f"{CLIPS}{clip_id}/"
+
+
+def clip_master(clip_id: str) -> str:
+    return f"{clip_prefix(clip_id)}master.m3u8"
+
+
+def clip_media_playlist(clip_id: str, rendition: str) -> str:
+    return f"{clip_prefix(clip_id)}{rendition}{MEDIA_PLAYLIST}"
+
+
+def clip_segment(clip_id: str, rendition: str, name: str) -> str:
+    return f"{clip_prefix(clip_id)}{rendition}/{name}"
+
+
+def clip_audio(clip_id: str) -> str:
+    return f"{clip_prefix(clip_id)}audio.m4a"
 
 
 def programme_prefix(programme_id: str) -> str:

@@ -164,6 +164,7 @@ class Clip(Base):
     status: Mapped[str] = mapped_column(String(12), default="queued")
     prefix: Mapped[str] = mapped_column(String(500))
     duration_s: Mapped[float | None] = mapped_column(Float)
+    job_id: Mapped[str | None] = mapped_column(String(32))  # the job that cuts it
     created_at: Mapped[datetime]
 
 

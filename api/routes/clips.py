@@ -1,0 +1,136 @@
+"""Clips: a creator cuts part of a recording (live or replay) into a clip that is kept."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CurrentCreator, RuntimeDep
+from api.playback import check_playable
+from api.routes.recordings import _PLAYLIST_RESPONSES, _playlist
+from api.schemas import ClipCreate, ClipOut, ClipSource
+from storage import keys as K
+from storage.catalog import RecordingGone, RetentionConflict
+from storage.models import Clip, Job
+from transcode.clipper import ClipRangeError
+
+router = APIRouter(tags=["clips"])
+
+
+def clip_out(clip: Clip, job: Job | None, request: Request, runtime) -> ClipOut:
+    recording = runtime.catalog.recording(clip.recording_id)
+    available = recording is not None and recording.status in ("live", "ended")
+    done = clip.status == "done"
+    return ClipOut(
+        id=clip.id,
+        title=clip.title,
+        status=clip.status,
+        progress=100 if done else (job.progress if job else 0),
+        error=job.error if job else None,
+        start_s=clip.start_s,
+        end_s=clip.end_s,
+        duration_s=clip.duration_s,
+        created_at=clip.created_at,
+        status_url=str(request.url_for("get_clip", clip_id=clip.id)),
+        playback_url=str(request.url_for("clip_master", clip_id=clip.id)) if done else None,
+        audio_url=runtime.playback.media_url(K.clip_audio(clip.id)) if done else None,
+        source=ClipSource(
+            recording_id=clip.recording_id,
+            available=available,
+            playback_url=str(request.url_for("master_playlist", recording_id=clip.recording_id))
+            if available
+            else None,
+        ),
+    )
+
+
+@router.post(
+    "/api/recordings/{recording_id}/clips",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={403: {}, 404: {}, 409: {}, 410: {}, 422: {}},
+)
+async def create_clip(
+    recording_id: str,
+    body: ClipCreate,
+    creator: CurrentCreator,
+    runtime: RuntimeDep,
+    request: Request,
+) -> ClipOut:
+    """Cut `[start_s, end_s)` (or `[start_at, end_at)`) of a recording into a clip, live or
+    replay. Answers at once with the job; `status_url` gives its progress."""
+
+    def create() -> ClipOut:
+        recording = runtime.catalog.recording(recording_id)
+        if recording is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no recording {recording_id}")
+        room = runtime.catalog.room(recording.room_id)
+        if room is None or room.creator_id != creator.id:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "this recording belongs to another creator's room"
+            )
+        check_playable(recording)
+        clip, job = runtime.clips.create(
+            recording,
+            creator_id=creator.id,
+            title=body.title,
+            start_s=body.start_s,
+            end_s=body.end_s,
+            start_at=body.start_at,
+            end_at=body.end_at,
+        )
+        return clip_out(clip, job, request, runtime)
+
+    try:
+        return await run_in_threadpool(create)
+    except ClipRangeError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+    except RecordingGone as exc:
+        raise HTTPException(status.HTTP_410_GONE, str(exc)) from None
+    except RetentionConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+
+@router.get("/api/clips")
+async def list_clips(
+    creator: CurrentCreator, runtime: RuntimeDep, request: Request
+) -> list[ClipOut]:
+    """The creator's clips, newest first."""
+
+    def listing() -> list[ClipOut]:
+        out = []
+        for clip in runtime.catalog.clips_of(creator.id):
+            _, job = runtime.catalog.clip_and_job(clip.id)
+            out.append(clip_out(clip, job, request, runtime))
+        return out
+
+    return await run_in_threadpool(listing)
+
+
+@router.get("/api/clips/{clip_id}", responses={403: {}, 404: {}})
+async def get_clip(
+    clip_id: str, creator: CurrentCreator, runtime: RuntimeDep, request: Request
+) -> ClipOut:
+    found = await run_in_threadpool(runtime.catalog.clip_and_job, clip_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no clip {clip_id}")
+    clip, job = found
+    if clip.creator_id != creator.id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this clip belongs to another creator")
+    return await run_in_threadpool(clip_out, clip, job, request, runtime)
+
+
+@router.get(
+    "/api/clips/{clip_id}/master.m3u8", response_class=Response, responses=_PLAYLIST_RESPONSES
+)
+async def clip_master(clip_id: str, runtime: RuntimeDep) -> Response:
+    """A finished clip's master playlist (public, like recordings)."""
+    return _playlist(await run_in_threadpool(runtime.playback.clip_master, clip_id))
+
+
+@router.get(
+    "/api/clips/{clip_id}/{rendition}/index.m3u8",
+    response_class=Response,
+    responses=_PLAYLIST_RESPONSES,
+)
+async def clip_media(clip_id: str, rendition: str, runtime: RuntimeDep) -> Response:
+    return _playlist(await run_in_threadpool(runtime.playback.clip_media, clip_id, rendition))
