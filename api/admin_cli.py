@@ -101,6 +101,7 @@ def _local(settings: Settings) -> Iterator[Any]:
             yield runtime
         finally:
             runtime.clips.close()
+            runtime.programmes.close()
             runtime.uploader.close()
             catalog.dispose()
 

@@ -161,6 +161,10 @@ class Playback:
         key = K.clip_media_playlist(clip_id, rendition)
         return self._rewritten(key, self._read(key, live=False), False)
 
+    def kept_media(self, key: str) -> Playlist:
+        """A finished media playlist of something kept (an episode's HLS audio)."""
+        return self._rewritten(key, self._read(key, live=False), False)
+
     def _ready_clip(self, clip_id: str) -> None:
         clip = self.catalog.clip(clip_id)
         if clip is None:

@@ -13,6 +13,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from api.assets import ensure_hls_js_in_background
 from api.clips import Clips
 from api.playback import Playback
+from api.programmes import Programmes
 from api.retention import Retention, start_scheduler
 from api.settings import Settings
 from ingest.recorder import Recorder, RecorderConfig
@@ -37,6 +38,7 @@ class Runtime:
     retention: Retention
     admin_token: str
     clips: Clips
+    programmes: Programmes
     embedded: EmbeddedStore | None = None
     rtmp: RtmpServer | None = None
     scheduler: BackgroundScheduler | None = None
@@ -71,6 +73,7 @@ class Runtime:
 
     def close(self) -> None:
         self.clips.close()
+        self.programmes.close()
         self.uploader.close()
         self.catalog.dispose()
         if self.embedded is not None:
@@ -130,9 +133,9 @@ def start_runtime(settings: Settings) -> Runtime:
         finalised = runtime.recorder.recover()
         if finalised:
             log.warning("finalised %d recording(s) left live by a previous run", finalised)
-        resumed = runtime.clips.resume()
+        resumed = runtime.clips.resume() + runtime.programmes.resume()
         if resumed:
-            log.warning("restarted %d clip job(s) left unfinished by a previous run", resumed)
+            log.warning("restarted %d job(s) left unfinished by a previous run", resumed)
     except BaseException:
         if embedded is not None:
             embedded.stop()
@@ -163,22 +166,31 @@ def assemble(
         now=now,
     )
     sweeper = Sweeper(catalog=catalog, store=store, now=now)
+    playback = Playback(
+        store=store,
+        catalog=catalog,
+        url_ttl_s=int(settings.playback_url_ttl.total_seconds()),
+        public_base_url=settings.public_media_base_url,
+        now=now,
+    )
     return Runtime(
         settings=settings,
         store=store,
         catalog=catalog,
         uploader=uploader,
         recorder=recorder,
-        playback=Playback(
-            store=store,
-            catalog=catalog,
-            url_ttl_s=int(settings.playback_url_ttl.total_seconds()),
-            public_base_url=settings.public_media_base_url,
-            now=now,
-        ),
+        playback=playback,
         sweeper=sweeper,
         retention=Retention(catalog=catalog, store=store, sweeper=sweeper, recorder=recorder),
         admin_token=settings.ensure_admin_token(),
         clips=Clips(catalog=catalog, store=store, work_dir=settings.data_dir / "work"),
+        programmes=Programmes(
+            catalog=catalog,
+            store=store,
+            public_url=settings.api_url,
+            media_url=playback.media_url,
+            public_media_base_url=settings.public_media_base_url,
+            work_dir=settings.data_dir / "work",
+        ),
         embedded=embedded,
     )

@@ -144,3 +144,62 @@ class ClipOut(BaseModel):
     playback_url: str | None = Field(description="master playlist, once done")
     audio_url: str | None = Field(description="the clip's audio (AAC, .m4a), once done")
     source: ClipSource
+
+
+class ProgrammeIn(BaseModel):
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field("", max_length=4000)
+    author: str = Field("", max_length=200)
+    language: str = Field("en", pattern=r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
+    explicit: bool = False
+    category: str = Field("Society & Culture", max_length=100, description='e.g. "Technology"')
+
+
+class ProgrammePatch(BaseModel):
+    title: str | None = Field(None, min_length=1, max_length=300)
+    description: str | None = Field(None, max_length=4000)
+    author: str | None = Field(None, max_length=200)
+    language: str | None = Field(None, pattern=r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
+    explicit: bool | None = None
+    category: str | None = Field(None, max_length=100)
+
+
+class ProgrammeOut(BaseModel):
+    id: str
+    title: str
+    description: str
+    author: str
+    language: str
+    explicit: bool
+    category: str
+    created_at: datetime
+    artwork_url: str | None
+    feed_url: str
+
+
+class EpisodeIn(BaseModel):
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field("", max_length=4000)
+    clips: list[str] = Field(min_length=1, description="clip ids, in order")
+    intro_clip: str | None = None
+    outro_clip: str | None = None
+    crossfade_s: float = Field(1.0, ge=0, le=10)
+
+
+class EpisodeOut(BaseModel):
+    id: str
+    programme_id: str
+    number: int | None
+    title: str
+    description: str
+    status: str
+    progress: int
+    error: str | None
+    duration_s: float | None
+    published_at: datetime | None
+    created_at: datetime
+    audio_url: str | None = Field(description="the MP3 (the feed's enclosure)")
+    m4a_url: str | None
+    playback_url: str | None = Field(description="HLS audio for the web player")
+    chapters: list[dict]
+    recipe: dict | None

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # The embedded store's S3 port (only used when no S3 endpoint is configured).
     store_port: int = Field(8333, ge=1, le=65535)
     bucket: str = "afterlive"
+    # How others reach this API (podcast feeds need absolute URLs); default: the API address.
+    public_url: str | None = None
     # Where players fetch media from, when a CDN or public bucket sits in front of the store.
     public_media_base_url: str | None = None
     # How long a presigned media URL handed to a player stays valid. The catch-up page reloads
@@ -179,7 +181,7 @@ class Settings(BaseSettings):
             raise ValueError("is a placeholder or shorter than 16 characters; use a real secret")
         return value
 
-    @field_validator("s3_endpoint_url", "public_media_base_url")
+    @field_validator("s3_endpoint_url", "public_media_base_url", "public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -201,6 +203,15 @@ class Settings(BaseSettings):
     def embedded_store(self) -> bool:
         """No endpoint configured: afterlive runs its own SeaweedFS."""
         return self.s3_endpoint_url is None
+
+    @property
+    def api_url(self) -> str:
+        """The API's address for links that leave it (feeds): AFTERLIVE_PUBLIC_URL, or where
+        it listens (a wildcard host read as loopback)."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     @property
     def store_dir(self) -> Path:

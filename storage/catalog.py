@@ -28,7 +28,9 @@ from storage.models import (
     Base,
     Clip,
     Creator,
+    Episode,
     Job,
+    Programme,
     Recording,
     Rendition,
     Room,
@@ -651,7 +653,104 @@ class Catalog:
                     clip.status = fields["status"]
                     if "duration_s" in job.result:
                         clip.duration_s = job.result["duration_s"]
+            if "status" in fields and job.kind == "episode":
+                episode = s.get(Episode, job.payload.get("episode_id"))
+                if episode is not None:
+                    episode.status = fields["status"]
         return job
+
+    # -- programmes and episodes -----------------------------------------------------------------
+
+    def add_programme(self, *, creator_id: str, **fields: Any) -> Programme:
+        programme = Programme(id=new_id(), creator_id=creator_id, created_at=self.now(), **fields)
+        with self.session() as s:
+            s.add(programme)
+        return programme
+
+    def programme(self, programme_id: str) -> Programme | None:
+        with self.session() as s:
+            return s.get(Programme, programme_id)
+
+    def programmes_of(self, creator_id: str) -> Sequence[Programme]:
+        query = (
+            select(Programme)
+            .where(Programme.creator_id == creator_id)
+            .order_by(Programme.created_at, Programme.id)
+        )
+        with self.session() as s:
+            return s.scalars(query).all()
+
+    def update_programme(self, programme_id: str, **fields: Any) -> Programme:
+        with self.session() as s:
+            programme = s.get(Programme, programme_id)
+            if programme is None:
+                raise KeyError(programme_id)
+            for name, value in fields.items():
+                setattr(programme, name, value)
+        return programme
+
+    def delete_programme(self, programme_id: str) -> None:
+        """The programme, its episodes and their jobs' rows (the caller deletes the objects)."""
+        with self.session() as s:
+            episodes = s.scalars(select(Episode).where(Episode.programme_id == programme_id))
+            for episode in episodes.all():
+                s.delete(episode)
+            programme = s.get(Programme, programme_id)
+            if programme is not None:
+                s.delete(programme)
+
+    def start_episode(
+        self, *, programme_id: str, title: str, description: str, recipe: dict[str, Any]
+    ) -> tuple[Episode, Job]:
+        with self.session() as s:
+            numbers = s.scalars(
+                select(Episode.number).where(Episode.programme_id == programme_id)
+            ).all()
+            episode_id, job_id = new_id(), new_id()
+            now = self.now()
+            episode = Episode(
+                id=episode_id,
+                programme_id=programme_id,
+                title=title,
+                description=description,
+                status="queued",
+                number=max((n or 0 for n in numbers), default=0) + 1,
+                job_id=job_id,
+                recipe=recipe,
+                created_at=now,
+            )
+            job = Job(
+                id=job_id,
+                kind="episode",
+                status="queued",
+                progress=0,
+                payload={"episode_id": episode_id},
+                created_at=now,
+            )
+            s.add_all([episode, job])
+        return episode, job
+
+    def episode(self, episode_id: str) -> Episode | None:
+        with self.session() as s:
+            return s.get(Episode, episode_id)
+
+    def episodes_of(self, programme_id: str) -> Sequence[Episode]:
+        query = (
+            select(Episode)
+            .where(Episode.programme_id == programme_id)
+            .order_by(Episode.created_at, Episode.id)
+        )
+        with self.session() as s:
+            return s.scalars(query).all()
+
+    def update_episode(self, episode_id: str, **fields: Any) -> Episode:
+        with self.session() as s:
+            episode = s.get(Episode, episode_id)
+            if episode is None:
+                raise KeyError(episode_id)
+            for name, value in fields.items():
+                setattr(episode, name, value)
+        return episode
 
     # -- segments -------------------------------------------------------------------------------
 

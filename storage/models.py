@@ -178,6 +178,8 @@ class Programme(Base):
     author: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str] = mapped_column(String(20), default="en")
     explicit: Mapped[bool] = mapped_column(Boolean, default=False)
+    # An Apple Podcasts category, e.g. "Society & Culture" or "Technology".
+    category: Mapped[str] = mapped_column(String(100), default="Society & Culture")
     artwork_key: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
 
@@ -192,11 +194,17 @@ class Episode(Base):
     title: Mapped[str] = mapped_column(String(300))
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(12), default="queued")
-    audio_key: Mapped[str | None] = mapped_column(String(500))
+    audio_key: Mapped[str | None] = mapped_column(String(500))  # the MP3, the feed's enclosure
     audio_bytes: Mapped[int | None] = mapped_column(BigInteger)
     duration_s: Mapped[float | None] = mapped_column(Float)
     published_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    number: Mapped[int | None] = mapped_column(Integer)  # 1, 2, ... within the programme
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    # What it is made of: {"clips": [...], "intro_clip": ..., "outro_clip": ..., "crossfade_s"}
+    recipe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # After rendering: m4a/hls keys and sizes, chapters, loudness measured
+    rendered: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     programme: Mapped[Programme] = relationship(back_populates="episodes")
 

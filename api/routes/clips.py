@@ -83,7 +83,7 @@ async def create_clip(
     try:
         return await run_in_threadpool(create)
     except ClipRangeError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(422, str(exc)) from None
     except RecordingGone as exc:
         raise HTTPException(status.HTTP_410_GONE, str(exc)) from None
     except RetentionConflict as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request
 from starlette.requests import ClientDisconnect
 
 from api.deps import RuntimeDep
@@ -67,7 +67,7 @@ async def http_push(stream_key: str, request: Request, runtime: RuntimeDep) -> P
         await session.on_close(reason)
     if session.error is not None:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,
             f"the body is not a readable MPEG-TS stream: {session.error}",
         )
     return PushResult(
