@@ -63,9 +63,8 @@ class ServiceDown(Exception):
 
 def _api(settings: Settings, method: str, path: str, body: dict | None = None) -> Any:
     """Call the running service's admin API; ServiceDown if nothing answers."""
-    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
     request = urllib.request.Request(
-        f"http://{host}:{settings.api_port}{path}",
+        f"{settings.local_api_url}{path}",
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
         headers={

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from api import admin_cli
+from api import admin_cli, creator_cli
 from api.settings import Settings, SettingsError, load_settings
 from api.version import version
 from storage import Catalog, EmbeddedStore, StorageError
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     assets.set_defaults(run=_assets)
 
     admin_cli.add_commands(sub)
+    creator_cli.add_commands(sub)
 
     creators = sub.add_parser("creators", help="manage creators").add_subparsers(title="actions")
     add = creators.add_parser("add", help="register a creator and print its API token")

@@ -208,8 +208,11 @@ class Settings(BaseSettings):
     def api_url(self) -> str:
         """The API's address for links that leave it (feeds): AFTERLIVE_PUBLIC_URL, or where
         it listens (a wildcard host read as loopback)."""
-        if self.public_url:
-            return self.public_url
+        return self.public_url or self.local_api_url
+
+    @property
+    def local_api_url(self) -> str:
+        """Where this machine reaches the API (the CLI's commands go there)."""
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
         return f"http://{host}:{self.api_port}"
 

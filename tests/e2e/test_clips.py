@@ -194,3 +194,39 @@ def test_a_clip_by_wall_clock_time(service, creator, recording) -> None:
         headers=creator,
     )
     assert reply.status_code == 422 and "before the recording's start" in reply.json()["detail"]
+
+
+def test_cli_clip_shows_progress_and_prints_the_urls(service, creator, recording) -> None:
+    import json
+    import subprocess
+
+    from tests.utils.service import AFTERLIVE
+
+    token = creator["Authorization"].removeprefix("Bearer ")
+    done = subprocess.run(
+        [*AFTERLIVE, "clip", recording["id"], "0:01", "0:04.5", "--title", "from the CLI"],
+        env=service.env | {"AFTERLIVE_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "clip done" in done.stderr and "100%" in done.stderr
+    urls = json.loads(done.stdout)
+    assert urls["playback_url"].endswith("/master.m3u8") and urls["audio_url"]
+    bad = subprocess.run(
+        [*AFTERLIVE, "clip", recording["id"], "5", "3"],
+        env=service.env | {"AFTERLIVE_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "422: end_s 3 must be after start_s 5" in bad.stderr
+    no_token = subprocess.run(
+        [*AFTERLIVE, "clip", recording["id"], "1", "2"],
+        env={k: v for k, v in service.env.items() if k != "AFTERLIVE_TOKEN"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no_token.returncode == 1 and "a creator token is needed" in no_token.stderr
