@@ -28,10 +28,13 @@ from datetime import datetime, timedelta
 from storage import keys as K
 from storage.catalog import Catalog, RetentionConflict, utcnow
 from storage.errors import StorageError
-from storage.models import AuditEvent
+from storage.models import AuditEvent, Recording
 from storage.store import DELETE_BATCH, ObjectStore
 
 log = logging.getLogger(__name__)
+
+# Recordings purged side by side, their delete batches sharing the sweeper's workers.
+RECORDINGS_AT_ONCE = 2
 
 
 @dataclass(kw_only=True)
@@ -82,30 +85,37 @@ class Sweeper:
         recording: a store error leaves it claimed ("deleting") for the next sweep."""
         t0 = time.monotonic()
         report = SweepReport()
-        for recording in self.catalog.due_for_deletion(self.now(), lease=self.lease):
-            if dry_run:
-                report.planned.append(
-                    Planned(
-                        recording_id=recording.id,
-                        reason=recording.delete_reason or "expire",
-                        expires_at=recording.expires_at,
-                        objects=recording.object_count,
-                        bytes=recording.byte_count,
+        due = self.catalog.due_for_deletion(self.now(), lease=self.lease)
+        if dry_run:
+            report.planned = [
+                Planned(
+                    recording_id=recording.id,
+                    reason=recording.delete_reason or "expire",
+                    expires_at=recording.expires_at,
+                    objects=recording.object_count,
+                    bytes=recording.byte_count,
+                )
+                for recording in due
+            ]
+            return report
+        # Recordings overlap: a 1-hour recording is only two 1,000-key batches, so one at a
+        # time would leave most of the batch workers idle while it lists and finishes.
+        with (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="sweep") as batches,
+            ThreadPoolExecutor(RECORDINGS_AT_ONCE, thread_name_prefix="sweep-rec") as each,
+        ):
+            outcomes = [(r, each.submit(self._expire, r, batches)) for r in due]
+            for recording, outcome in outcomes:
+                try:
+                    report.expired.append(outcome.result())
+                except RetentionConflict as exc:
+                    # Held, extended or pinned since it was found: not due any more.
+                    log.info("sweep: %s", exc)
+                except StorageError as exc:
+                    report.failed[recording.id] = str(exc)
+                    log.warning(
+                        "sweep: recording %s not deleted yet, will retry: %s", recording.id, exc
                     )
-                )
-                continue
-            try:
-                if recording.status != "deleting":
-                    self.catalog.begin_deletion(recording.id, reason="expire", actor="sweeper")
-                report.expired.append(self.purge(recording.id))
-            except RetentionConflict as exc:
-                # Held, extended or pinned since it was found: not due any more.
-                log.info("sweep: %s", exc)
-            except StorageError as exc:
-                report.failed[recording.id] = str(exc)
-                log.warning(
-                    "sweep: recording %s not deleted yet, will retry: %s", recording.id, exc
-                )
         report.seconds = time.monotonic() - t0
         if report.expired or report.failed:
             log.info(
@@ -118,9 +128,20 @@ class Sweeper:
             )
         return report
 
-    def purge(self, recording_id: str, *, detail: dict | None = None) -> AuditEvent:
+    def _expire(self, recording: Recording, batches: ThreadPoolExecutor) -> AuditEvent:
+        if recording.status != "deleting":
+            self.catalog.begin_deletion(recording.id, reason="expire", actor="sweeper")
+        return self.purge(recording.id, pool=batches)
+
+    def purge(
+        self,
+        recording_id: str,
+        *,
+        detail: dict | None = None,
+        pool: ThreadPoolExecutor | None = None,
+    ) -> AuditEvent:
         """Delete a claimed recording's objects and record it (with `detail` in the audit entry).
-        Idempotent; resumable."""
+        Idempotent; resumable. `pool` runs the delete batches (default: one of its own)."""
         indexed = self.catalog.deletion_keys(recording_id)
         objects = len(indexed)
         size = sum(n for _, n in indexed)
@@ -128,9 +149,11 @@ class Sweeper:
             [key for key, _ in indexed[i : i + DELETE_BATCH]]
             for i in range(0, len(indexed), DELETE_BATCH)
         ]
-        if batches:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="sweep") as pool:
-                list(pool.map(self.store.delete_many, batches))
+        if batches and pool is not None:
+            list(pool.map(self.store.delete_many, batches))
+        elif batches:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="sweep") as own:
+                list(own.map(self.store.delete_many, batches))
         # Whatever the index does not name: playlists, init segments, thumbnails, late uploads.
         rest = list(self.store.list(K.recording_prefix(recording_id)))
         if rest:
