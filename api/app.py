@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import metrics
 from api.playback import PlaybackError
-from api.routes import admin, clips, ingest, pages, programmes, recordings, rooms
+from api.routes import admin, clips, ingest, pages, programmes, recordings, rooms, studio
 from api.runtime import Runtime, start_runtime
 from api.settings import Settings
 from api.version import version
@@ -46,6 +46,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(clips.router)
     app.include_router(programmes.router)
+    app.include_router(studio.router)
     app.include_router(admin.router)
     app.include_router(pages.router)
 

@@ -1,5 +1,6 @@
-"""The catch-up page and the admin page: public HTML, their static files and the local copy of
-hls.js. The admin page holds no data: its script asks for the admin token, then calls the API."""
+"""The catch-up, admin and studio pages: public HTML, their static files and the local copy of
+hls.js. The admin and studio pages hold no data: their scripts ask for the admin's or a
+creator's token, then call the API."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ def catch_up_page(request: Request) -> Response:
 @router.get("/admin")
 def admin_page(request: Request) -> Response:
     return _file(WEB_DIR / "admin.html", request, media_type="text/html; charset=utf-8")
+
+
+@router.get("/studio")
+def studio_page(request: Request) -> Response:
+    return _file(WEB_DIR / "studio.html", request, media_type="text/html; charset=utf-8")
 
 
 @router.get("/static/{name}")
