@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -27,6 +26,8 @@ from transcode.playlists import MasterPlaylist, Variant
 
 log = logging.getLogger(__name__)
 
+# Downloads and server-side copies in flight per clip job.
+STORE_REQUESTS_AT_ONCE = 8
 # EXTINF durations are written to the millisecond: this much past the recorded end is the end.
 _END_TOLERANCE_S = 0.0005
 
@@ -46,7 +47,7 @@ class Clips:
         # Cutting re-encodes two partial segments per rendition: CPU work, one job at a time
         # by default so live ingest keeps its share of a small machine.
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="clip")
-        self._lock = threading.Lock()
+        self._percent: dict[str, int] = {}
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -157,6 +158,7 @@ class Clips:
             )
             log.info("clip %s done: %.3f s", clip.id, result["duration_s"])
         finally:
+            self._percent.pop(job_id, None)
             shutil.rmtree(work, ignore_errors=True)
 
     def _work_dir(self) -> Path:
@@ -164,7 +166,10 @@ class Clips:
         return self.work_dir
 
     def _progress(self, job_id: str, fraction: float) -> None:
-        self.catalog.update_job(job_id, progress=max(0, min(99, int(fraction * 100))))
+        percent = max(0, min(99, int(fraction * 100)))
+        if self._percent.get(job_id) != percent:  # one catalog write per whole percent
+            self._percent[job_id] = percent
+            self.catalog.update_job(job_id, progress=percent)
 
     def _cut(self, clip: Clip, work: Path, progress: Callable[[float], None]) -> dict:
         recording = self.catalog.recording(clip.recording_id)
@@ -241,8 +246,10 @@ class Clips:
             key_of[path] = seg.key
             position += seg.duration_s
         plan = plan_clip(sources, clip.start_s, clip.end_s)
-        for source in plan.local_files_needed(audio_file=audio_path is not None, copy_inner=False):
-            self.store.download(key_of[source.path], source.path)
+        needed = plan.local_files_needed(audio_file=audio_path is not None, copy_inner=False)
+        # Store round trips, not media work, are most of a long clip's time: several at once.
+        with ThreadPoolExecutor(STORE_REQUESTS_AT_ONCE, thread_name_prefix="clip-io") as io:
+            list(io.map(lambda s: self.store.download(key_of[s.path], s.path), needed))
         result = cut_clip(
             sources,
             start_s=clip.start_s,
@@ -256,13 +263,17 @@ class Clips:
             progress=progress,
             label=f"clip {clip.id} {rendition.name}",
         )
+
         # Segments before the playlist that lists them; whole segments copied inside the store.
-        for seg in result.segments:
+        def store_segment(seg) -> None:
             target = K.clip_segment(clip.id, rendition.name, seg.path.name)
             if seg.copied_from is not None:
                 self.store.copy(key_of[seg.copied_from], target)
             else:
                 self.store.put_file(target, seg.path)
+
+        with ThreadPoolExecutor(STORE_REQUESTS_AT_ONCE, thread_name_prefix="clip-io") as io:
+            list(io.map(store_segment, result.segments))
         self.store.put_bytes(
             K.clip_media_playlist(clip.id, rendition.name), result.playlist.encode()
         )
