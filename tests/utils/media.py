@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+from pathlib import Path
 
 import imageio_ffmpeg
 
@@ -147,3 +149,83 @@ def tone_onset_s(samples, sample_rate: int, *, threshold: float = 0.2) -> float 
     rms = np.sqrt((np.asarray(samples[: count * window]).reshape(count, window) ** 2).mean(axis=1))
     loud = np.flatnonzero(rms > threshold)
     return None if len(loud) == 0 else float(loud[0] * window / sample_rate)
+
+
+# --- speech-like programme material and loudness metering, for the episode renderer ---
+
+
+def speechlike_graph(
+    *, seconds: float, stereo: bool = False, seed: int = 1, clicks: bool = False
+) -> str:
+    """A lavfi graph of `seconds` of speech-like sound at 44.1 kHz (roughly -22 LUFS).
+
+    Pink noise in the voice band, opened and closed at syllable rate with pauses every few
+    seconds, over a low hum for a voiced fundamental; the peak-to-loudness ratio (~15 dB) is a
+    talker's. `clicks`: sharp 3 kHz ticks every 0.7 s, transients that make codecs overshoot.
+    `stereo`: two channels at different levels, so a downmix is not the identity.
+    """
+    envelope = "0.08+0.92*pow(abs(sin(2*PI*2.2*t)),2)*gt(sin(2*PI*0.21*t+1),-0.7)"
+    voice = (
+        f"anoisesrc=color=pink:amplitude=0.6:sample_rate=44100:seed={seed}:d={seconds},"
+        f"bandpass=f=900:width_type=o:w=3,volume='{envelope}':eval=frame"
+    )
+    hum = f"sine=f={110 + 17 * seed}:sample_rate=44100:d={seconds},volume=0.05"
+    graph = f"{voice}[v];{hum}[h];[v][h]amix=inputs=2:normalize=0:duration=first"
+    if clicks:
+        tick = f"aevalsrc='0.9*sin(2*PI*3000*t)*exp(-300*mod(t,0.7))':s=44100:d={seconds}"
+        graph = f"{graph}[m];{tick}[k];[m][k]amix=inputs=2:normalize=0:duration=first"
+    if stereo:
+        graph += ",pan=stereo|c0=c0|c1=0.6*c0"
+    return graph
+
+
+_METER = ["-map", "0:a:0", "-af", "ebur128=peak=true:framelog=quiet", "-f", "null", "-"]
+
+
+def loudness(path: str | Path) -> tuple[float, float]:
+    """(integrated LUFS, true peak dBTP) of a file's first audio stream, by ffmpeg's ebur128."""
+    result = subprocess.run(
+        [FFMPEG, "-hide_banner", "-nostats", "-nostdin", "-i", str(path), *_METER],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = result.stderr[result.stderr.rindex("Summary:") :]
+    integrated = re.search(r"I:\s+(-?[\d.]+|-inf) LUFS", summary)
+    peak = re.search(r"Peak:\s+(-?[\d.]+|-inf) dBFS", summary)
+    assert integrated and peak, summary
+    return float(integrated[1]), float(peak[1])
+
+
+def speechlike_clip(
+    path: Path,
+    *,
+    seconds: float,
+    lufs: float,
+    stereo: bool = False,
+    seed: int = 1,
+    clicks: bool = False,
+    copies: int = 1,
+) -> Path:
+    """An AAC .m4a clip, as the clips API makes, of `speechlike_graph` at `lufs` (within 0.5 LU).
+
+    The graph is rendered to float WAV, metered, then encoded with the gain that brings it to
+    `lufs`. `copies` > 1 repeats the encoded clip that many times by stream copy (no encoding),
+    for long sources made in a few seconds.
+    """
+    raw = path.with_name(path.stem + ".raw.wav")
+    graph = speechlike_graph(seconds=seconds, stereo=stereo, seed=seed, clicks=clicks)
+    quiet = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    subprocess.run([*quiet, "-f", "lavfi", "-i", graph, "-c:a", "pcm_f32le", str(raw)], check=True)
+    measured, _ = loudness(raw)
+    once = path.with_name(path.stem + ".once.m4a") if copies > 1 else path
+    encode = ["-af", f"volume={lufs - measured:.2f}dB", "-c:a", "aac", "-b:a", "128k"]
+    subprocess.run([*quiet, "-i", str(raw), *encode, str(once)], check=True)
+    raw.unlink()
+    if copies > 1:
+        subprocess.run(
+            [*quiet, "-stream_loop", str(copies - 1), "-i", str(once), "-c", "copy", str(path)],
+            check=True,
+        )
+        once.unlink()
+    return path
