@@ -230,3 +230,53 @@ def test_cli_clip_shows_progress_and_prints_the_urls(service, creator, recording
         timeout=60,
     )
     assert no_token.returncode == 1 and "a creator token is needed" in no_token.stderr
+
+
+def test_a_published_marker_lands_where_the_clip_says(service, creator, tmp_path) -> None:
+    """A real publisher sends frame numbers in the picture and a tone burst at 7.300 s; the
+    clip [6.5, 13.1) made through the API must start on frame 195 and hold the burst 0.800 s
+    after its first picture (within 25 ms)."""
+    import subprocess
+
+    import numpy as np
+
+    from tests.utils.media import FFMPEG, frame_number, marked_input, tone_onset_s
+    from tests.utils.player import WHITELIST
+
+    room = httpx.post(
+        f"{service.api}/api/rooms", json={"title": "Marked", "kind": "video"}, headers=creator
+    ).json()
+    publisher = subprocess.run(
+        [FFMPEG, "-v", "error", "-re", *marked_input(seconds=15), "-f", "flv", room["rtmp_url"]],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert publisher.returncode == 0, publisher.stderr
+    [rec] = service.wait_ended(room["id"])
+    clip = httpx.post(
+        f"{service.api}/api/recordings/{rec.id}/clips",
+        json={"title": "around the burst", "start_s": 6.5, "end_s": 13.1},
+        headers=creator,
+    ).json()
+    clip = wait_done(service, creator, clip)
+
+    container = av.open(clip["playback_url"], options=WHITELIST, timeout=20)
+    try:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        frames, chunks, first_audio = [], [], None
+        for frame in container.decode(video, audio):
+            t = float(frame.pts * frame.time_base)
+            if isinstance(frame, av.VideoFrame):
+                frames.append((t, frame_number(frame)))
+            else:
+                first_audio = t if first_audio is None else first_audio
+                chunks.append(frame.to_ndarray()[0])
+    finally:
+        container.close()
+    frames.sort()
+    assert frames[0][1] == round(6.5 * 30)
+    assert frames[-1][1] == round(13.1 * 30) - 1
+    onset = first_audio + tone_onset_s(np.concatenate(chunks), 44100)
+    assert abs(onset - frames[0][0] - 0.800) <= 0.025, onset - frames[0][0]

@@ -124,3 +124,28 @@ def test_live_rooms_become_a_podcast_that_outlives_them(service: Service, tmp_pa
     assert b"Episode one" in feed_in_store
     hls = httpx.get(episode["playback_url"], timeout=10)
     assert hls.status_code == 200 and "#EXT-X-ENDLIST" in hls.text
+    # The CLI renders the next episode from the same clips, with a progress bar.
+    from tests.utils.service import AFTERLIVE
+
+    cli = subprocess.run(
+        [
+            *AFTERLIVE,
+            "episode",
+            programme["id"],
+            clips[1]["id"],
+            clips[0]["id"],
+            "--title",
+            "Episode two",
+            "--crossfade",
+            "0.5",
+        ],
+        env=service.env | {"AFTERLIVE_TOKEN": creator["Authorization"].removeprefix("Bearer ")},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "episode done" in cli.stderr and "100%" in cli.stderr
+    feed = feedparser.parse(httpx.get(feed_url, timeout=10).content)
+    assert [e.title for e in feed.entries] == ["Episode two", "Episode one"]
+    assert [e.itunes_episode for e in feed.entries] == ["2", "1"]
