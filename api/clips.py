@@ -10,13 +10,12 @@ writes the clip's playlists and its audio file (.m4a, trimmed to the sample).
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from api.jobs import JobRunner
 from storage import keys as K
 from storage.catalog import SOURCE, Catalog
 from storage.models import Clip, Job, Recording, Rendition
@@ -43,11 +42,14 @@ class Clips:
     ) -> None:
         self.catalog = catalog
         self.store = store
-        self.work_dir = work_dir
-        # Cutting re-encodes two partial segments per rendition: CPU work, one job at a time
-        # by default so live ingest keeps its share of a small machine.
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="clip")
-        self._percent: dict[str, int] = {}
+        self.jobs = JobRunner(
+            catalog=catalog,
+            kind="clip",
+            work=self._work,
+            work_dir=work_dir,
+            on_failure=lambda job: store.delete_prefix(K.clip_prefix(job.payload["clip_id"])),
+            workers=workers,
+        )
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -77,7 +79,7 @@ class Clips:
             start_s=start_s,
             end_s=end_s,
         )
-        self._pool.submit(self.run, job.id)
+        self.jobs.submit(job.id)
         log.info(
             "clip %s of recording %s [%.3f, %.3f) s queued (job %s)",
             clip.id,
@@ -119,57 +121,15 @@ class Clips:
         return offset(start_at, "start_at"), offset(end_at, "end_at")
 
     def resume(self) -> int:
-        """Jobs a stopped process left queued or running: run them again from the start."""
-        jobs = self.catalog.unfinished_jobs("clip")
-        for job in jobs:
-            self.catalog.update_job(job.id, status="queued", progress=0)
-            self._pool.submit(self.run, job.id)
-        return len(jobs)
+        return self.jobs.resume()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.jobs.close()
 
     # -- the job ---------------------------------------------------------------------------------
 
-    def run(self, job_id: str) -> None:
-        job = self.catalog.job(job_id)
-        if job is None:
-            return
-        clip = self.catalog.clip(job.payload["clip_id"])
-        now = self.catalog.now()
-        self.catalog.update_job(job_id, status="running", progress=0, started_at=now)
-        work = Path(tempfile.mkdtemp(prefix=f"clip-{clip.id}-", dir=self._work_dir()))
-        try:
-            result = self._cut(clip, work, lambda f: self._progress(job_id, f))
-        except Exception as exc:  # any failure is the job's answer, never a dead worker
-            message = _message(exc)
-            log.warning("clip %s failed: %s", clip.id, message)
-            self.catalog.update_job(
-                job_id, status="failed", error=message, finished_at=self.catalog.now()
-            )
-            self.store.delete_prefix(K.clip_prefix(clip.id))
-        else:
-            self.catalog.update_job(
-                job_id,
-                status="done",
-                progress=100,
-                result=result,
-                finished_at=self.catalog.now(),
-            )
-            log.info("clip %s done: %.3f s", clip.id, result["duration_s"])
-        finally:
-            self._percent.pop(job_id, None)
-            shutil.rmtree(work, ignore_errors=True)
-
-    def _work_dir(self) -> Path:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        return self.work_dir
-
-    def _progress(self, job_id: str, fraction: float) -> None:
-        percent = max(0, min(99, int(fraction * 100)))
-        if self._percent.get(job_id) != percent:  # one catalog write per whole percent
-            self._percent[job_id] = percent
-            self.catalog.update_job(job_id, progress=percent)
+    def _work(self, job: Job, work: Path, progress: Callable[[float], None]) -> dict:
+        return self._cut(self.catalog.clip(job.payload["clip_id"]), work, progress)
 
     def _cut(self, clip: Clip, work: Path, progress: Callable[[float], None]) -> dict:
         recording = self.catalog.recording(clip.recording_id)
@@ -291,9 +251,3 @@ def check_range(start_s: float, end_s: float, recorded_s: float) -> None:
             f"[{start_s:g}, {end_s:g}) s is outside the recording: it holds "
             f"{recorded_s:.3f} s so far"
         )
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, KeyError):
-        return f"missing: {exc.args[0]}"
-    return str(exc) or type(exc).__name__

@@ -9,13 +9,11 @@ feed is written again, to the store and served by the API.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from api.feeds import FeedUrls, render_feed
+from api.jobs import JobRunner
 from storage import keys as K
 from storage.catalog import Catalog
 from storage.models import Episode, Job, Programme
@@ -48,8 +46,16 @@ class Programmes:
         self.public_url = public_url.rstrip("/")
         self.media_url = media_url
         self.public_media_base_url = public_media_base_url
-        self.work_dir = work_dir
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="episode")
+        self.jobs = JobRunner(
+            catalog=catalog,
+            kind="episode",
+            work=self._work,
+            work_dir=work_dir,
+            on_failure=self._failed,
+            # Listed in the feed once its job is done.
+            on_success=lambda job: self.write_feed(self._episode_of(job).programme_id),
+            workers=workers,
+        )
 
     # -- programmes ------------------------------------------------------------------------------
 
@@ -148,53 +154,31 @@ class Programmes:
                 "crossfade_s": crossfade_s,
             },
         )
-        self._pool.submit(self.run, job.id)
+        self.jobs.submit(job.id)
         return episode, job
 
     def resume(self) -> int:
-        jobs = self.catalog.unfinished_jobs("episode")
-        for job in jobs:
-            self.catalog.update_job(job.id, status="queued", progress=0)
-            self._pool.submit(self.run, job.id)
-        return len(jobs)
+        return self.jobs.resume()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.jobs.close()
 
-    def run(self, job_id: str) -> None:
-        job = self.catalog.job(job_id)
-        if job is None:
-            return
+    def _episode_of(self, job: Job) -> Episode:
         episode = self.catalog.episode(job.payload["episode_id"])
-        if episode is None:  # its programme was deleted meanwhile
-            self.catalog.update_job(job_id, status="failed", error="the programme was deleted")
-            return
-        self.catalog.update_job(job_id, status="running", started_at=self.catalog.now())
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f"episode-{episode.id}-", dir=self.work_dir))
-        try:
-            rendered = self._render(episode, work, lambda f: self._progress(job_id, f))
-        except Exception as exc:  # any failure is the job's answer, never a dead worker
-            log.warning("episode %s failed: %s", episode.id, exc)
-            self.store.delete_prefix(K.episode_prefix(episode.programme_id, episode.id))
-            self.catalog.update_job(
-                job_id, status="failed", error=str(exc), finished_at=self.catalog.now()
-            )
-        else:
-            self.catalog.update_job(
-                job_id,
-                status="done",
-                progress=100,
-                result={"duration_s": rendered["duration_s"]},
-                finished_at=self.catalog.now(),
-            )
-            self.write_feed(episode.programme_id)
-            log.info("episode %s published: %.1f s", episode.id, rendered["duration_s"])
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        if episode is None:
+            raise EpisodeRefused("its programme was deleted")
+        return episode
 
-    def _progress(self, job_id: str, fraction: float) -> None:
-        self.catalog.update_job(job_id, progress=max(0, min(99, int(fraction * 100))))
+    def _work(self, job: Job, work: Path, progress: Callable[[float], None]) -> dict:
+        episode = self._episode_of(job)
+        rendered = self._render(episode, work, progress)
+        log.info("episode %s rendered: %.1f s", episode.id, rendered["duration_s"])
+        return {"duration_s": rendered["duration_s"]}
+
+    def _failed(self, job: Job) -> None:
+        episode = self.catalog.episode(job.payload["episode_id"])
+        if episode is not None:
+            self.store.delete_prefix(K.episode_prefix(episode.programme_id, episode.id))
 
     def _render(self, episode: Episode, work: Path, progress: Callable[[float], None]) -> dict:
         from transcode.episode import EpisodeMeta, EpisodePart, render_episode

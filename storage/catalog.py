@@ -105,6 +105,20 @@ class Catalog:
         with self._sessions() as session, session.begin():
             yield session
 
+    def _get(self, model: type[Base], key: str) -> Any:
+        with self.session() as s:
+            return s.get(model, key)
+
+    def _update(self, model: type[Base], key: str, fields: dict[str, Any]) -> Any:
+        """Set fields of one row; KeyError if there is none."""
+        with self.session() as s:
+            row = s.get(model, key)
+            if row is None:
+                raise KeyError(key)
+            for name, value in fields.items():
+                setattr(row, name, value)
+        return row
+
     def ping(self) -> None:
         try:
             with self.engine.connect() as conn:
@@ -160,8 +174,7 @@ class Catalog:
         return room
 
     def room(self, room_id: str) -> Room | None:
-        with self.session() as s:
-            return s.get(Room, room_id)
+        return self._get(Room, room_id)
 
     def room_by_stream_key(self, stream_key: str) -> Room | None:
         room_id, sep, _ = stream_key.partition("-")
@@ -239,8 +252,7 @@ class Catalog:
         return True
 
     def recording(self, recording_id: str) -> Recording | None:
-        with self.session() as s:
-            return s.get(Recording, recording_id)
+        return self._get(Recording, recording_id)
 
     def recordings(
         self,
@@ -606,8 +618,7 @@ class Catalog:
         return clip, job
 
     def clip(self, clip_id: str) -> Clip | None:
-        with self.session() as s:
-            return s.get(Clip, clip_id)
+        return self._get(Clip, clip_id)
 
     def clips_of(self, creator_id: str, *, limit: int = 100) -> Sequence[Clip]:
         query = (
@@ -620,8 +631,7 @@ class Catalog:
             return s.scalars(query).all()
 
     def job(self, job_id: str) -> Job | None:
-        with self.session() as s:
-            return s.get(Job, job_id)
+        return self._get(Job, job_id)
 
     def clip_and_job(self, clip_id: str) -> tuple[Clip, Job | None] | None:
         with self.session() as s:
@@ -668,8 +678,7 @@ class Catalog:
         return programme
 
     def programme(self, programme_id: str) -> Programme | None:
-        with self.session() as s:
-            return s.get(Programme, programme_id)
+        return self._get(Programme, programme_id)
 
     def programmes_of(self, creator_id: str) -> Sequence[Programme]:
         query = (
@@ -681,13 +690,7 @@ class Catalog:
             return s.scalars(query).all()
 
     def update_programme(self, programme_id: str, **fields: Any) -> Programme:
-        with self.session() as s:
-            programme = s.get(Programme, programme_id)
-            if programme is None:
-                raise KeyError(programme_id)
-            for name, value in fields.items():
-                setattr(programme, name, value)
-        return programme
+        return self._update(Programme, programme_id, fields)
 
     def delete_programme(self, programme_id: str) -> None:
         """The programme, its episodes and their jobs' rows (the caller deletes the objects)."""
@@ -731,8 +734,7 @@ class Catalog:
         return episode, job
 
     def episode(self, episode_id: str) -> Episode | None:
-        with self.session() as s:
-            return s.get(Episode, episode_id)
+        return self._get(Episode, episode_id)
 
     def episodes_of(self, programme_id: str) -> Sequence[Episode]:
         query = (
@@ -744,13 +746,7 @@ class Catalog:
             return s.scalars(query).all()
 
     def update_episode(self, episode_id: str, **fields: Any) -> Episode:
-        with self.session() as s:
-            episode = s.get(Episode, episode_id)
-            if episode is None:
-                raise KeyError(episode_id)
-            for name, value in fields.items():
-                setattr(episode, name, value)
-        return episode
+        return self._update(Episode, episode_id, fields)
 
     # -- segments -------------------------------------------------------------------------------
 
