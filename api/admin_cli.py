@@ -61,16 +61,14 @@ class ServiceDown(Exception):
     pass
 
 
-def _api(settings: Settings, method: str, path: str, body: dict | None = None) -> Any:
-    """Call the running service's admin API; ServiceDown if nothing answers."""
+def call_api(base: str, token: str, method: str, path: str, body: dict | None = None) -> Any:
+    """One JSON call to the running service. An HTTP error becomes ValueError("code: detail");
+    ServiceDown if nothing answers."""
     request = urllib.request.Request(
-        f"{settings.local_api_url}{path}",
+        base + path,
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Authorization": f"Bearer {settings.ensure_admin_token()}",
-            "Content-Type": "application/json",
-        },
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=120) as reply:
@@ -82,7 +80,12 @@ def _api(settings: Settings, method: str, path: str, body: dict | None = None) -
             detail = exc.reason
         raise ValueError(f"{exc.code}: {detail}") from None
     except (urllib.error.URLError, ConnectionError) as exc:
-        raise ServiceDown(str(exc)) from exc
+        raise ServiceDown(f"afterlive serve does not answer at {base}: {exc}") from exc
+
+
+def _api(settings: Settings, method: str, path: str, body: dict | None = None) -> Any:
+    """The admin API of the running service."""
+    return call_api(settings.local_api_url, settings.ensure_admin_token(), method, path, body)
 
 
 @contextlib.contextmanager

@@ -9,10 +9,9 @@ import os
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
+from api.admin_cli import ServiceDown, call_api
 from api.settings import Settings
 
 _TIME = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d+)?)$")
@@ -119,20 +118,7 @@ class _Api:
             )
 
     def call(self, method: str, path: str, body: dict | None = None) -> Any:
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=60) as reply:
-                return json.load(reply)
-        except urllib.error.HTTPError as exc:
-            try:
-                detail = json.load(exc).get("detail", exc.reason)
-            except ValueError:
-                detail = exc.reason
-            raise ValueError(f"{exc.code}: {detail}") from None
-        except urllib.error.URLError as exc:
-            raise ValueError(f"afterlive serve does not answer at {self.base}: {exc}") from None
+            return call_api(self.base, self.token, method, path, body)
+        except ServiceDown as exc:
+            raise ValueError(str(exc)) from None

@@ -2,6 +2,7 @@
 
     python bench/clips.py [--quick] [--part clip|episode|all] [--rounds 3]
                           [--hours 2] [--clip-minutes 10] [--source-minutes 12]
+                          [--episode-minutes 60]
 
 The afterlive side is the production job: `api.clips.Clips.run` on a clip recorded with
 `Catalog.start_clip`, against a recording seeded into a real catalog (SQLite) and an embedded
@@ -31,21 +32,35 @@ the requested length, no decoder errors, an .m4a of the right length. The defaul
 ~10 min on 2 cores, most of it the peer's re-encodes; `--quick` (a 3-minute source, 15-minute
 recording, 2-minute clip, one round) ~1 min.
 
-`--part episode` (the issue's second benchmark, an episode render) is a placeholder until
-transcode/episode.py exists.
+`--part episode` is the issue's second benchmark: a 60-minute episode (`--episode-minutes`) from
+three 20-minute stereo 44.1 kHz AAC .m4a clips of speech-like sound at -28, -20 and -14 LUFS
+(`tests.utils.media.speechlike_clip`, each rendered whole from its own seed). The afterlive side is
+`transcode.episode.render_episode`: MP3 + M4A at -16 LUFS / -1 dBTP, 1 s crossfades, fades, tags,
+chapters, both files metered again, HLS. The peer is the common recipe: pydub loads each clip into
+memory (ffmpeg decodes it to 16-bit PCM), joins them with `append(crossfade=1000)`, fades the ends,
+exports a WAV, then ffmpeg's `loudnorm` runs twice on it (measure; then the measured values with
+`linear=true`) into MP3 128k. Each side runs in its own interpreter (`python -c`), timed from
+outside from start to exit, while a thread reads VmRSS and VmHWM of its whole process tree (the
+interpreter and its ffmpeg children) from /proc every 50 ms. getrusage's `ru_maxrss` is not used:
+across vfork + exec a child starts from its parent's high-water mark. Afterwards ffmpeg's ebur128
+meters round 1's outputs. Rounds alternate who goes first; the default run takes ~15 min, `--quick`
+(a 6-minute episode, one round) ~40 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -72,12 +87,14 @@ from storage import keys as K
 from storage.catalog import sqlite_url
 from storage.models import Recording, Segment
 from tests.utils.clock import FakeClock
+from tests.utils.media import loudness, speechlike_clip
 from tests.utils.player import WHITELIST, presigned_copy
 from transcode.clipper import ENCODERS
 from transcode.playlists import MasterPlaylist, MediaPlaylist, MediaSegment, Variant
 from transcode.segmenter import SegmentClosed, Segmenter, StreamInfo
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "bench"
 RATE = 30
 FRAME_S = 1 / RATE
@@ -217,6 +234,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, help="recording length (default 2)")
     parser.add_argument("--clip-minutes", type=float, help="clip length (default 10)")
     parser.add_argument("--source-minutes", type=float, help="continuous source (default 12)")
+    parser.add_argument("--episode-minutes", type=float, help="episode length (default 60)")
     parser.add_argument("--seed-threads", type=int, default=8)
     parser.add_argument("--store-dir", type=Path, help="parent of the store's directory")
     args = parser.parse_args()
@@ -224,25 +242,401 @@ def main() -> None:
     args.hours = args.hours or (0.25 if args.quick else 2.0)
     args.clip_minutes = args.clip_minutes or (2.0 if args.quick else 10.0)
     args.source_minutes = args.source_minutes or (3.0 if args.quick else 12.0)
+    args.episode_minutes = args.episode_minutes or (6.0 if args.quick else 60.0)
     if args.clip_minutes * 60 + 2 * CLIP_START_IN_SEGMENT_S + 4 * GOP_S > args.source_minutes * 60:
         parser.error("the clip must fit inside the continuous source with a segment to spare")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     if args.part in ("clip", "all"):
         bench_clip(args)
-    ran = bench_episode(args) if args.part in ("episode", "all") else True
-    if not ran and args.part == "episode":
-        sys.exit(2)
+    if args.part in ("episode", "all"):
+        bench_episode(args)
 
 
-# --- the episode benchmark: PLACEHOLDER ----------------------------------------------------------
+# --- the episode benchmark ----------------------------------------------------------------------
+
+EPISODE_LUFS = (-28.0, -20.0, -14.0)  # the three clips: a quiet room, a normal one, a hot one
+EPISODE_TARGET_LUFS = -16.0
+EPISODE_CEILING_DB = -1.0
+EPISODE_TOLERANCE_LU = 1.0
+SAMPLE_S = 0.05  # how often the process tree's memory is read
+
+# Each side runs in its own interpreter, so its memory is its own: the parent only samples /proc.
+AFTERLIVE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from transcode.episode import EpisodeMeta, EpisodePart, render_episode
+
+    out, *clips = sys.argv[1:]
+    result = render_episode(
+        [EpisodePart(path=Path(p), title=Path(p).stem) for p in clips],
+        meta=EpisodeMeta(title="Bench episode", programme="afterlive bench"),
+        directory=Path(out),
+        crossfade_s=1.0,
+        target_lufs=-16.0,
+        true_peak_db=-1.0,
+        mp3_bitrate="128k",
+    )
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    print(json.dumps({
+        "programme_s": result.duration_s,
+        "elapsed_s": result.elapsed_s,
+        "steps": result.pass_s,
+        "python_hwm_kb": int(status["VmHWM"].split()[0]),
+        "mp3": str(result.mp3_path),
+        "m4a": str(result.m4a_path),
+        "reported": [result.mp3_loudness.integrated_lufs, result.mp3_loudness.true_peak_db],
+    }))
+    """
+)
+
+# The common recipe: pydub in memory, then ffmpeg's loudnorm in two passes on the exported WAV.
+NAIVE_SCRIPT = textwrap.dedent(
+    """
+    import json, subprocess, sys, time, warnings
+    from pathlib import Path
+
+    # pydub looks for ffmpeg on PATH at import; it is given the binary below.
+    warnings.filterwarnings("ignore", "Couldn't find ffmpeg", RuntimeWarning)
+    from pydub import AudioSegment
+
+    ffmpeg, out, *clips = sys.argv[1:]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    AudioSegment.converter = ffmpeg
+    started = time.monotonic()
+    steps = {}
+
+    def step(name):
+        steps[name] = time.monotonic() - started - sum(steps.values())
+
+    def mix(wav):
+        # codec="aac" only spares pydub its ffprobe call (no ffprobe here); it then decodes to
+        # the 16-bit PCM it picks for AAC anyway.
+        segments = [AudioSegment.from_file(p, codec="aac") for p in clips]
+        step("decode")
+        programme = segments[0]
+        for segment in segments[1:]:
+            programme = programme.append(segment, crossfade=1000)
+        programme = programme.fade_in(500).fade_out(1000)
+        step("mix")
+        programme.export(wav, format="wav")
+        step("export")
+        return programme.frame_count() / programme.frame_rate
+
+    def loudnorm(args):
+        run = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-y", *args]
+        err = subprocess.run(run, capture_output=True, text=True, check=True).stderr
+        return json.loads(err[err.rindex("{") : err.rindex("}") + 1])
+
+    wav, mp3 = out / "programme.wav", out / "episode.mp3"
+    programme_s = mix(wav)  # the PCM is freed when mix returns
+    target = "I=-16:TP=-1:LRA=11"
+    m = loudnorm(["-i", str(wav), "-af", f"loudnorm={target}:print_format=json", "-f", "null", "-"])
+    step("loudnorm_1")
+    measured = (
+        f"measured_I={m['input_i']}:measured_TP={m['input_tp']}:measured_LRA={m['input_lra']}:"
+        f"measured_thresh={m['input_thresh']}:offset={m['target_offset']}"
+    )
+    second = loudnorm([
+        "-i", str(wav), "-af", f"loudnorm={target}:{measured}:linear=true:print_format=json",
+        "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "128k", str(mp3),
+    ])
+    step("loudnorm_2")
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    print(json.dumps({
+        "programme_s": programme_s,
+        "elapsed_s": time.monotonic() - started,
+        "steps": steps,
+        "python_hwm_kb": int(status["VmHWM"].split()[0]),
+        "mp3": str(mp3),
+        "wav_bytes": wav.stat().st_size,
+        "measured": [float(m["input_i"]), float(m["input_tp"])],
+        "normalization_type": second.get("normalization_type", "?"),
+    }))
+    """
+)
 
 
-def bench_episode(args: argparse.Namespace) -> bool:
-    """PLACEHOLDER for the issue's second benchmark, the episode render (to be written once
-    transcode/episode.py exists). Returns whether it ran."""
-    log("episode benchmark: not written yet (waits for transcode/episode.py); skipped")
-    return False
+@dataclass(kw_only=True)
+class SideRun:
+    """One side's render, run as its own process tree and sampled from outside."""
+
+    side: str
+    seconds: float  # wall time of the whole subprocess, interpreter start to exit
+    load: float
+    report: dict  # what the side printed: programme length, steps, its own VmHWM, outputs
+    tree_rss_kb: int  # the largest sum of VmRSS over the tree at one sample
+    tree_hwm_kb: int  # the largest sum of VmHWM over the processes alive at one sample
+    python_kb: int  # the side's interpreter, its own VmHWM at exit
+    ffmpeg_kb: int  # the largest ffmpeg process's VmHWM
+    processes: int  # processes of the tree seen by the sampler
+
+    @property
+    def rtf(self) -> float:
+        return self.report["programme_s"] / self.seconds
+
+
+@dataclass(kw_only=True)
+class EpisodeInput:
+    path: Path
+    seconds: float
+    lufs: float  # measured, with the true peak
+    peak_db: float
+
+
+class TreeSampler(threading.Thread):
+    """Reads VmRSS and VmHWM of a process and its descendants from /proc every `SAMPLE_S`.
+
+    Children not yet past exec still carry the parent's name and share its memory (vfork), so
+    they are skipped: counting them would add the parent twice.
+    """
+
+    def __init__(self, root: int) -> None:
+        super().__init__(name="episode-rss-sampler", daemon=True)
+        self.root = root
+        self.stop = threading.Event()
+        self.tree_rss_kb = 0
+        self.tree_hwm_kb = 0
+        self.peaks: dict[int, tuple[str, int]] = {}  # pid -> (name, VmHWM kB)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            tree = _process_tree(self.root)
+            self.tree_rss_kb = max(self.tree_rss_kb, sum(rss for _, _, rss, _ in tree))
+            self.tree_hwm_kb = max(self.tree_hwm_kb, sum(hwm for *_, hwm in tree))
+            for pid, name, _, hwm in tree:
+                self.peaks[pid] = (name, max(hwm, self.peaks.get(pid, (name, 0))[1]))
+            self.stop.wait(SAMPLE_S)
+
+
+def _process_tree(root: int) -> list[tuple[int, str, int, int]]:
+    """(pid, name, VmRSS kB, VmHWM kB) of `root` and its exec'd descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found: list[tuple[int, str, int, int]] = []
+    root_name = ""
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        stack += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f.read().splitlines())
+            name = fields["Name"].strip()
+            rss, hwm = (int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM"))
+        except (OSError, KeyError, ValueError):
+            continue  # exited, or a zombie without memory
+        if pid == root:
+            root_name = name
+        elif name == root_name:
+            continue
+        found.append((pid, name, rss, hwm))
+    return found
+
+
+def bench_episode(args: argparse.Namespace) -> None:
+    """An episode from three clips of a third of its length each (by default 60 minutes from
+    three of 20): afterlive's renderer vs pydub + two-pass loudnorm, each in its own process."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="afterlive-episode-", dir=args.store_dir) as tmp_name:
+        tmp = Path(tmp_name)
+        t0 = time.perf_counter()
+        inputs = make_episode_inputs(tmp, args.episode_minutes * 60 / len(EPISODE_LUFS))
+        make_s = time.perf_counter() - t0
+        log(
+            f"episode inputs made in {make_s:.0f} s: "
+            + ", ".join(f"{i.path.name} {i.lufs:.1f} LUFS / {i.peak_db:.1f} dBTP" for i in inputs)
+        )
+        runs: dict[str, list[SideRun]] = {"afterlive": [], "naive": []}
+        for r in range(args.rounds):
+            order = ("afterlive", "naive") if r % 2 == 0 else ("naive", "afterlive")
+            for side in order:
+                out = tmp / f"{side}-{r}"
+                run = run_episode_side(side, out, [i.path for i in inputs])
+                runs[side].append(run)
+                log(
+                    f"round {r + 1}: {side} {run.seconds:.1f} s ({run.rtf:.1f}x realtime, load "
+                    f"{run.load:.2f}), tree peak {run.tree_rss_kb / 1024:.0f} MB "
+                    f"(bound {run.tree_hwm_kb / 1024:.0f} MB), steps "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in run.report["steps"].items())
+                )
+                if r > 0:  # round 1's files are kept for the loudness check
+                    shutil.rmtree(out)
+        t0 = time.perf_counter()
+        checked = {
+            "afterlive MP3": loudness(runs["afterlive"][0].report["mp3"]),
+            "afterlive M4A": loudness(runs["afterlive"][0].report["m4a"]),
+            "naive MP3": loudness(runs["naive"][0].report["mp3"]),
+        }
+        log(f"outputs metered in {time.perf_counter() - t0:.0f} s: {checked}")
+        print_episode_table(
+            args, inputs, runs, checked, make_s=make_s, total_s=time.monotonic() - started
+        )
+
+
+def make_episode_inputs(tmp: Path, seconds: float) -> list[EpisodeInput]:
+    """Three stereo 44.1 kHz AAC .m4a clips of speech-like sound, as the clips API makes them,
+    each rendered whole (no looping) from its own seed, at the loudnesses of `EPISODE_LUFS`."""
+    inputs = []
+    for n, lufs in enumerate(EPISODE_LUFS):
+        path = tmp / f"clip-{n + 1}.m4a"
+        speechlike_clip(path, seconds=seconds, lufs=lufs, stereo=True, seed=n + 1)
+        measured, peak = loudness(path)
+        with av.open(str(path)) as container:
+            duration = container.duration / av.time_base
+        inputs.append(EpisodeInput(path=path, seconds=duration, lufs=measured, peak_db=peak))
+    return inputs
+
+
+def run_episode_side(side: str, out: Path, clips: list[Path]) -> SideRun:
+    if side == "afterlive":
+        command = [sys.executable, "-c", AFTERLIVE_SCRIPT, str(out), *map(str, clips)]
+    else:
+        command = [sys.executable, "-c", NAIVE_SCRIPT, FFMPEG, str(out), *map(str, clips)]
+    load = os.getloadavg()[0]
+    log(f"{side}: starting at load {load:.2f}")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    )
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    try:
+        stdout, _ = proc.communicate()
+        seconds = time.perf_counter() - t0
+    finally:
+        sampler.stop.set()
+        sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"episode side {side} exited with {proc.returncode}")
+    report = json.loads(stdout.strip().splitlines()[-1])
+    ffmpegs = [hwm for name, hwm in sampler.peaks.values() if name.startswith("ffmpeg")]
+    return SideRun(
+        side=side,
+        seconds=seconds,
+        load=load,
+        report=report,
+        tree_rss_kb=sampler.tree_rss_kb,
+        tree_hwm_kb=sampler.tree_hwm_kb,
+        python_kb=report["python_hwm_kb"],
+        ffmpeg_kb=max(ffmpegs, default=0),
+        processes=len(sampler.peaks),
+    )
+
+
+def print_episode_table(
+    args: argparse.Namespace,
+    inputs: list[EpisodeInput],
+    runs: dict[str, list[SideRun]],
+    checked: dict[str, tuple[float, float]],
+    *,
+    make_s: float,
+    total_s: float,
+) -> None:
+    ours, peer = runs["afterlive"], runs["naive"]
+
+    def median(side: list[SideRun], value: Callable[[SideRun], float]) -> float:
+        return statistics.median(value(run) for run in side)
+
+    programme_min = ours[0].report["programme_s"] / 60
+    loads = [run.load for run in ours + peer]
+    print(
+        f"\n{programme_min:.1f}-minute episode from {len(inputs)} clips of "
+        f"{inputs[0].seconds / 60:.1f} min (stereo 44.1 kHz AAC .m4a at "
+        + ", ".join(f"{i.lufs:.1f}" for i in inputs)
+        + " LUFS) to MP3 128k at -16 LUFS / -1 dBTP: afterlive `render_episode` vs pydub + "
+        f"two-pass loudnorm; median of {args.rounds} alternating rounds; load average (1 min) "
+        f"{min(loads):.2f}-{max(loads):.2f} at the start of the timed runs; inputs made in "
+        f"{make_s:.0f} s, run {total_s:.0f} s\n"
+    )
+
+    def row(name: str, value: Callable[[SideRun], float], fmt: str, goal: str = "") -> None:
+        """Time rows show naive / afterlive as "Nx"; memory rows as afterlive's share, "1/N"."""
+        a, p = median(ours, value), median(peer, value)
+        shown = f"{p / a:.1f}x" if "MB" not in name else f"1/{p / a:.1f}"
+        met = "" if not goal else ("yes" if p / a >= 5 else "no")
+        print(f"| {name} | {fmt.format(a)} | {fmt.format(p)} | {shown} | {goal} | {met} |")
+
+    print("| figure (medians) | afterlive | pydub + loudnorm | ratio | goal | met? |")
+    print("|---|---:|---:|---:|---|---|")
+    row("wall time (s), whole process tree", lambda r: r.seconds, "{:.1f}")
+    speed = median(ours, lambda r: r.rtf) / median(peer, lambda r: r.rtf)
+    print(
+        f"| realtime factor (programme / wall time) | {median(ours, lambda r: r.rtf):.1f}x "
+        f"| {median(peer, lambda r: r.rtf):.1f}x | {speed:.1f}x faster | >= 5x "
+        f"| {'yes' if speed >= 5 else 'no'} |"
+    )
+    row(
+        "peak RSS of the tree (MB): largest sum of VmRSS at one 50 ms sample",
+        lambda r: r.tree_rss_kb / 1024,
+        "{:.0f}",
+        "<= 1/5",
+    )
+    row(
+        "upper bound (MB): largest sum of VmHWM of the processes alive at one sample",
+        lambda r: r.tree_hwm_kb / 1024,
+        "{:.0f}",
+        "<= 1/5",
+    )
+    row("the side's Python process, its VmHWM (MB)", lambda r: r.python_kb / 1024, "{:.0f}")
+    row("largest ffmpeg process, its VmHWM (MB)", lambda r: r.ffmpeg_kb / 1024, "{:.0f}")
+    a_mp3, a_m4a, p_mp3 = checked["afterlive MP3"], checked["afterlive M4A"], checked["naive MP3"]
+
+    def meets(lufs: float, peak: float) -> str:
+        ok = abs(lufs - EPISODE_TARGET_LUFS) <= EPISODE_TOLERANCE_LU and peak <= EPISODE_CEILING_DB
+        return "yes" if ok else "no"
+
+    print(
+        f"| MP3 loudness, ffmpeg ebur128 on round 1's file (LUFS / dBTP) "
+        f"| {a_mp3[0]:.1f} / {a_mp3[1]:.1f} | {p_mp3[0]:.1f} / {p_mp3[1]:.1f} | "
+        f"| -16 ±1 / <= -1 | {meets(*a_mp3)} / {meets(*p_mp3)} |"
+    )
+    print(
+        f"| M4A loudness (afterlive only; LUFS / dBTP) | {a_m4a[0]:.1f} / {a_m4a[1]:.1f} | - | "
+        f"| -16 ±1 / <= -1 | {meets(*a_m4a)} |"
+    )
+    for r, (a, p) in enumerate(zip(ours, peer, strict=True)):
+        first = "afterlive first" if r % 2 == 0 else "pydub first"
+        print(
+            f"| round {r + 1} ({first}): wall s (load at start), tree peak MB "
+            f"| {a.seconds:.1f} (load {a.load:.2f}), {a.tree_rss_kb / 1024:.0f} "
+            f"| {p.seconds:.1f} (load {p.load:.2f}), {p.tree_rss_kb / 1024:.0f} "
+            f"| {a.rtf / p.rtf:.1f}x, 1/{p.tree_rss_kb / a.tree_rss_kb:.1f} | | |"
+        )
+
+    print("\n| step (round 1) | seconds |")
+    print("|---|---:|")
+    for side, names in (
+        ("afterlive", {"measure": "measure (decode, assemble, ebur128)", "limit":
+                       "limiter check", "encode": "encode (MP3 + M4A)", "verify":
+                       "verify (both files metered)", "hls": "HLS (stream copy)"}),
+        ("naive", {"decode": "pydub decode of the 3 clips into memory", "mix":
+                   "crossfades + fades (pydub)", "export": "export WAV", "loudnorm_1":
+                   "loudnorm pass 1 (measure)", "loudnorm_2": "loudnorm pass 2 + MP3 encode"}),
+    ):  # fmt: skip
+        run = runs[side][0]
+        for key, seconds in run.report["steps"].items():
+            print(f"| {side}: {names.get(key, key)} | {seconds:.1f} |")
+        print(f"| {side}: process start, imports, the rest | "
+              f"{run.seconds - math.fsum(run.report['steps'].values()):.1f} |")  # fmt: skip
+    naive = peer[0].report
+    print(
+        f"\npydub + loudnorm, round 1: WAV {naive['wav_bytes'] / 1e6:.0f} MB; pass 1 measured "
+        f"{naive['measured'][0]:.1f} LUFS / {naive['measured'][1]:.1f} dBTP; pass 2 ran "
+        f"loudnorm in {naive['normalization_type']} mode. afterlive reported its MP3 at "
+        f"{ours[0].report['reported'][0]:.1f} LUFS / {ours[0].report['reported'][1]:.1f} dBTP. "
+        f"Processes seen per tree: afterlive {ours[0].processes}, pydub {peer[0].processes}."
+    )
 
 
 # --- the clip benchmark --------------------------------------------------------------------------
@@ -519,7 +913,7 @@ def run_job(catalog: Catalog, store: ObjectStore, work_dir: Path, seeded: Seeded
     try:
         with mock.patch.object(api.clips, "cut_clip", timed_cut):
             t0 = time.perf_counter()
-            timed.run(job.id)
+            timed.jobs.run(job.id)
             seconds = time.perf_counter() - t0
     finally:
         timed.close()

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import time
 
-import av
 import httpx
 import pytest
 
+from tests.utils import player
 from tests.utils.media import publish_rtmp
 from tests.utils.net import wait_until
-from tests.utils.player import WHITELIST
 from tests.utils.service import Service, service_env
 from transcode.playlists import parse_master_playlist, parse_media_playlist
 
@@ -39,23 +38,8 @@ def token(service: Service) -> str:
 
 def decode(url: str) -> tuple[float, int, int]:
     """Decode a playlist URL to the end: (seconds of media, video frames, audio frames)."""
-    container = av.open(url, options=WHITELIST, timeout=20)
-    video = audio = 0
-    first = last = None
-    try:
-        for frame in container.decode(*container.streams):
-            if frame.pts is None:
-                continue
-            t = float(frame.pts * frame.time_base)
-            first = t if first is None else min(first, t)
-            last = t if last is None else max(last, t)
-            if isinstance(frame, av.VideoFrame):
-                video += 1
-            else:
-                audio += 1
-    finally:
-        container.close()
-    return (last or 0) - (first or 0), video, audio
+    played = player.decode(url)
+    return played.duration_s, played.video_frames, played.audio_frames
 
 
 def segment_urls(service: Service, playback_url: str) -> list[str]:

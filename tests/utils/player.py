@@ -36,9 +36,13 @@ def presigned_copy(store: ObjectStore, key: str, directory: Path, ttl_s: int = 3
 
 
 def play(store: ObjectStore, media_playlist_key: str, directory: Path) -> Played:
-    """Decode every frame of a media playlist, as a player would, and say what came out."""
-    path = presigned_copy(store, media_playlist_key, directory)
-    container = av.open(str(path), options=WHITELIST)
+    """Decode every frame of a media playlist in the store, as a player would."""
+    return decode(str(presigned_copy(store, media_playlist_key, directory)))
+
+
+def decode(source: str) -> Played:
+    """Decode every frame of a playlist (a path or an http URL) and say what came out."""
+    container = av.open(source, options=WHITELIST, timeout=20)
     video = audio = 0
     first = last = None
     width = None
