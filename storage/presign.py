@@ -39,7 +39,7 @@ MAX_TTL_S = 7 * 24 * 3600
 # Bounds the per-window memo of key -> URL; a 2-hour playlist is 3,600 keys.
 MEMO_MAX = 100_000
 
-_ALGORITHM = "AWS4-HMAC-SHA256"
+ALGORITHM = "AWS4-HMAC-SHA256"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 # The same tests botocore's S3 endpoint rules apply to a bucket name.
@@ -86,11 +86,10 @@ class Presigner:
         self.memo_max = memo_max
         self._now = now
         self._access_key = config.access_key_id
-        self._secret = config.secret_access_key
         self._region = config.region
-        self._origin, self._path_prefix, self._host = _address(config)
+        self._origin, self._path_prefix, self._host = address(config, presigned=True)
         self._windows: dict[int, _Window] = {}
-        self._signing_keys: dict[str, bytes] = {}
+        self._signing_keys = SigningKeys(config.secret_access_key, config.region)
 
     def signed_at(self, now: datetime | None = None) -> datetime:
         """The X-Amz-Date of a URL made at `now`: `now` rounded down to the bucket."""
@@ -136,16 +135,16 @@ class Presigner:
         scope = f"{day}/{self._region}/s3/aws4_request"
         credential = quote(f"{self._access_key}/{scope}", safe="-._~")
         query = (
-            f"X-Amz-Algorithm={_ALGORITHM}&X-Amz-Credential={credential}&X-Amz-Date={amz_date}"
+            f"X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={credential}&X-Amz-Date={amz_date}"
             f"&X-Amz-Expires={ttl_s}&X-Amz-SignedHeaders=host"
         )
         window = _Window(
             signed=signed,
-            mac=hmac.new(self._signing_key(day), digestmod=hashlib.sha256),
+            mac=hmac.new(self._signing_keys.for_day(day), digestmod=hashlib.sha256),
             origin=self._origin,
             path_prefix=self._path_prefix,
             request_tail=f"\n{query}\nhost:{self._host}\n\nhost\nUNSIGNED-PAYLOAD",
-            sts_head=f"{_ALGORITHM}\n{amz_date}\n{scope}\n",
+            sts_head=f"{ALGORITHM}\n{amz_date}\n{scope}\n",
             url_tail=f"?{query}&X-Amz-Signature=",
         )
         if len(self._windows) > 64:  # callers use a handful of ttls; never grow without bound
@@ -153,16 +152,30 @@ class Presigner:
         self._windows[ttl_s] = window
         return window
 
-    def _signing_key(self, day: str) -> bytes:
-        key = self._signing_keys.get(day)
+
+class SigningKeys:
+    """SigV4 signing keys of one secret and region, derived once per day (four HMACs each).
+
+    Shared by the presigner and the lean PUT client (storage.s3put). Thread-safe without locks:
+    racing threads derive the same key, and the dict is replaced whole, never cleared in place.
+    """
+
+    def __init__(self, secret: str, region: str) -> None:
+        self._secret = secret
+        self.region = region
+        self._keys: dict[str, bytes] = {}
+
+    def for_day(self, day: str) -> bytes:
+        """The key for `day` (YYYYMMDD, the first 8 characters of an X-Amz-Date)."""
+        key = self._keys.get(day)
         if key is None:
             key = f"AWS4{self._secret}".encode()
-            for part in (day, self._region, "s3", "aws4_request"):
+            for part in (day, self.region, "s3", "aws4_request"):
                 key = hmac.digest(key, part.encode(), "sha256")
-            # One region per presigner; keep the last few days, for clocks either side of midnight.
-            if len(self._signing_keys) >= 4:
-                self._signing_keys = {}
-            self._signing_keys[day] = key
+            # Keep the last few days, for clocks either side of midnight.
+            keys = self._keys if len(self._keys) < 4 else {}
+            keys[day] = key
+            self._keys = keys
         return key
 
 
@@ -181,8 +194,12 @@ class _Window:
     memo: dict[str, str] = field(default_factory=dict)
 
 
-def _address(config: StoreConfig) -> tuple[str, str, str]:
-    """(scheme://authority, URL path up to the key, Host header) as botocore resolves them."""
+def address(config: StoreConfig, *, presigned: bool) -> tuple[str, str, str]:
+    """(scheme://authority, URL path up to the key, Host header) as botocore resolves them.
+
+    `presigned`: for a presigned URL rather than a request botocore sends itself; they differ
+    on AWS only, where botocore presigns virtual-host URLs on the global endpoint.
+    """
     bucket = quote(config.bucket, safe="-._~")
     if config.endpoint_url is not None:
         parts = urlsplit(config.endpoint_url)
@@ -198,7 +215,7 @@ def _address(config: StoreConfig) -> tuple[str, str, str]:
     )
     if config.path_style:
         return f"https://{regional}", f"/{bucket}/", regional
-    if global_endpoint and _HOST_LABEL.match(config.bucket):
+    if presigned and global_endpoint and _HOST_LABEL.match(config.bucket):
         # botocore presigns on the global endpoint whenever the bucket is a host label.
         regional = "s3.amazonaws.com"
     if _virtual_hostable(config.bucket):

@@ -7,6 +7,10 @@ Retries: botocore's "standard" retry mode already retries what is transient (con
 timeouts, 5xx, throttling) with capped exponential backoff and jitter; we configure it rather than
 write a second retry loop around it. What is left after the retries becomes a `StorageError` that
 names the operation and the key.
+
+PutObject below the multipart threshold (every segment and playlist of a live room) goes through
+`storage.s3put.S3Put` instead, a lean SigV4 client over urllib3 with the same retry policy, when
+it is checked at start to send what botocore would; see `_putter`.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig
+from botocore.awsrequest import AWSPreparedRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
+from botocore.httpsession import get_cert_path
 
 from storage import lifecycle
 from storage.errors import ObjectNotFound, StorageError, StoreUnavailable
 from storage.keys import kind_of
 from storage.presign import Presigner, PresignUnsupported
+from storage.s3put import PutUnsupported, Redirected, S3Put
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +107,8 @@ class ObjectStore:
             max_concurrency=4,
         )
         self.presigner = _presigner(config, self._client)
+        # PutObject without botocore's pipeline, where it sends what botocore would (see _putter).
+        self.putter = _putter(config, self._client)
 
     # -- bucket ---------------------------------------------------------------------------------
 
@@ -175,21 +184,19 @@ class ObjectStore:
     def set_retention_tag(self, prefix: str, value: str, *, workers: int = 8) -> int:
         """Tag every object under `prefix` (held / ephemeral); returns how many."""
         keys = [info.key for info in self.list(prefix)]
-        tagging = {"TagSet": [{"Key": lifecycle.TAG_KEY, "Value": value}]}
-
-        def tag(key: str) -> None:
-            self._call(
-                "put_tagging",
-                key,
-                self._client.put_object_tagging,
-                Bucket=self.bucket,
-                Key=key,
-                Tagging=tagging,
-            )
-
         with ThreadPoolExecutor(workers, thread_name_prefix="tag") as pool:
-            list(pool.map(tag, keys))
+            list(pool.map(lambda key: self._put_tagging(key, value), keys))
         return len(keys)
+
+    def _put_tagging(self, key: str, value: str) -> None:
+        self._call(
+            "put_tagging",
+            key,
+            self._client.put_object_tagging,
+            Bucket=self.bucket,
+            Key=key,
+            Tagging={"TagSet": [{"Key": lifecycle.TAG_KEY, "Value": value}]},
+        )
 
     def ping(self) -> None:
         """Raise unless the bucket answers."""
@@ -207,9 +214,33 @@ class ObjectStore:
         metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
         kind = kind_of(key)
-        extra = {"Metadata": metadata} if metadata else {}
-        if self.config.retention_tags and lifecycle.tagged(key):
-            extra["Tagging"] = _EPHEMERAL_TAG
+        content_type = content_type or kind.content_type
+        cache_control = cache_control or kind.cache_control
+        tagging = _EPHEMERAL_TAG if self.config.retention_tags and lifecycle.tagged(key) else None
+        putter = self.putter
+        redirected: Redirected | None = None
+        # The hot path (segments and playlists): the lean client. Metadata is rare: botocore.
+        if putter is not None and not metadata:
+            try:
+                etag = putter.put(
+                    key,
+                    data,
+                    content_type=content_type,
+                    cache_control=cache_control,
+                    tagging=tagging,
+                )
+            except Redirected as exc:
+                redirected = exc  # botocore follows S3's region redirects; let it try
+            except StorageError:
+                self.requests["put"] += 1
+                self.failures["put"] += 1
+                raise
+            else:
+                self.requests["put"] += 1
+                return ObjectInfo(key=key, size=len(data), etag=etag)
+        extra: dict = {"Metadata": metadata} if metadata else {}
+        if tagging:
+            extra["Tagging"] = tagging
         reply = self._call(
             "put",
             key,
@@ -217,10 +248,18 @@ class ObjectStore:
             Bucket=self.bucket,
             Key=key,
             Body=data,
-            ContentType=content_type or kind.content_type,
-            CacheControl=cache_control or kind.cache_control,
+            ContentType=content_type,
+            CacheControl=cache_control,
             **extra,
         )
+        if redirected is not None:
+            log.warning(
+                "bucket %s: PUTs through botocore from now on, it followed what the lean client "
+                "could not (%s)",
+                self.bucket,
+                redirected,
+            )
+            self.putter = None
         return ObjectInfo(key=key, size=len(data), etag=reply.get("ETag", "").strip('"'))
 
     def put_file(
@@ -257,6 +296,9 @@ class ObjectStore:
             ),
             Config=self._transfer,
         )
+        if self.config.retention_tags and lifecycle.tagged(key):
+            # Ceph 16 drops the tagging header of CreateMultipartUpload: tag the result.
+            self._put_tagging(key, lifecycle.EPHEMERAL)
         # Never trust CompleteMultipartUpload's ETag (Ceph 16 answers it empty): ask the store.
         info = self.head(key)
         if info is None or info.size != size:
@@ -451,6 +493,7 @@ class ObjectStore:
 
 # A key that exercises the path quoting, for the one-off comparison with botocore.
 _PROBE_KEY = "afterlive/presign probe+=~é.ts"
+_CAPTURE_ID = "afterlive-put-probe"
 
 
 def _presigner(config: StoreConfig, client) -> Presigner | None:
@@ -487,6 +530,107 @@ def _presigner(config: StoreConfig, client) -> Presigner | None:
         )
         return None
     return presigner
+
+
+class _Captured(Exception):
+    """Stops a botocore request just before it is sent, carrying it out."""
+
+    def __init__(self, request: AWSPreparedRequest) -> None:
+        super().__init__("captured")
+        self.request = request
+
+
+def _capture(request: AWSPreparedRequest, **_: object) -> None:
+    raise _Captured(request)
+
+
+def _putter(config: StoreConfig, client) -> S3Put | None:
+    """Our lean PUT client, or None where only botocore can PUT right.
+
+    Compared with botocore once: botocore builds and signs a put_object of a probe key (stopped
+    before anything is sent); ours must give the same URL and, signed at botocore's X-Amz-Date
+    with botocore's payload hash, the same Authorization header, so the same endpoint, region,
+    addressing, key quoting and signed headers. And the transport botocore would use for that
+    URL: a proxy or a client certificate (from the environment or ~/.aws/config) leaves PUTs to
+    botocore; for HTTPS the lean client takes botocore's CA bundle.
+    """
+    if not config.access_key_id or not config.secret_access_key:
+        log.info("PUTs to bucket %s through botocore: no static credentials", config.bucket)
+        return None
+    probe_kind = kind_of(_PROBE_KEY)
+    events = client.meta.events
+    events.register_first("before-send.s3.PutObject", _capture, unique_id=_CAPTURE_ID)
+    try:
+        client.put_object(
+            Bucket=config.bucket,
+            Key=_PROBE_KEY,
+            Body=b"probe",
+            ContentType=probe_kind.content_type,
+            CacheControl=probe_kind.cache_control,
+            Tagging=_EPHEMERAL_TAG,
+        )
+    except _Captured as captured:
+        theirs = captured.request
+    except (BotoCoreError, ClientError) as exc:
+        log.warning("PUTs to bucket %s through botocore: no probe request (%s)", config.bucket, exc)
+        return None
+    else:
+        return None  # sent, not captured: botocore no longer emits before-send
+    finally:
+        events.unregister("before-send.s3.PutObject", unique_id=_CAPTURE_ID)
+    try:
+        transport = client._endpoint.http_session  # read once: botocore has no public accessor
+        proxy = transport._proxy_config.proxy_url_for(theirs.url)
+        cert_file, verify = transport._cert_file, transport._verify
+    except AttributeError as exc:
+        log.warning(
+            "PUTs to bucket %s through botocore: unknown transport (%s)", config.bucket, exc
+        )
+        return None
+    if proxy or cert_file or verify is False:
+        log.info(
+            "PUTs to bucket %s through botocore: proxy %s, client certificate %s, verify %s",
+            config.bucket,
+            proxy,
+            cert_file,
+            verify,
+        )
+        return None
+    if verify is True:
+        verify = get_cert_path(True)
+    ca = {"ca_cert_dir": verify} if verify and os.path.isdir(verify) else {"ca_certs": verify}
+    try:
+        putter = S3Put(config, **ca)
+    except PutUnsupported as exc:
+        log.info("PUTs to bucket %s through botocore: %s", config.bucket, exc)
+        return None
+    headers = {
+        k.lower(): v.decode() if isinstance(v, bytes) else str(v) for k, v in theirs.headers.items()
+    }
+    _, ours = putter.prepare(
+        _PROBE_KEY,
+        b"probe",
+        content_type=probe_kind.content_type,
+        cache_control=probe_kind.cache_control,
+        tagging=_EPHEMERAL_TAG,
+        amz_date=headers.get("x-amz-date"),
+        payload_hash=headers.get("x-amz-content-sha256"),
+    )
+    if (theirs.method, theirs.url, headers.get("authorization")) != (
+        "PUT",
+        putter.url(_PROBE_KEY),
+        ours["Authorization"],
+    ):
+        log.warning(
+            "PUTs to bucket %s through botocore: it sends %s %s, the lean client %s",
+            config.bucket,
+            theirs.method,
+            theirs.url,
+            putter.url(_PROBE_KEY),
+        )
+        putter.close()
+        return None
+    return putter
 
 
 def botocore_config(config: StoreConfig) -> Config:
