@@ -43,7 +43,7 @@ exports a WAV, then ffmpeg's `loudnorm` runs twice on it (measure; then the meas
 outside from start to exit, while a thread reads VmRSS and VmHWM of its whole process tree (the
 interpreter and its ffmpeg children) from /proc every 50 ms. getrusage's `ru_maxrss` is not used:
 across vfork + exec a child starts from its parent's high-water mark. Afterwards ffmpeg's ebur128
-meters round 1's outputs. Rounds alternate who goes first; the default run takes ~15 min, `--quick`
+meters round 1's outputs. Rounds alternate who goes first; the default run takes ~20 min, `--quick`
 (a 6-minute episode, one round) ~40 s.
 """
 
