@@ -55,7 +55,8 @@ def test_creator_names_are_unique_and_not_empty(catalog: Catalog) -> None:
 
 def test_stream_keys_find_their_room_and_rotate(catalog: Catalog, room) -> None:
     assert catalog.room_by_stream_key(room.stream_key).id == room.id
-    assert catalog.room_by_stream_key(room.stream_key[:-1] + "x") is None
+    other = "y" if room.stream_key.endswith("x") else "x"  # a different last character
+    assert catalog.room_by_stream_key(room.stream_key[:-1] + other) is None
     assert catalog.room_by_stream_key("no-dash-key".replace("-", "")) is None
     assert catalog.room_by_stream_key(f"{room.id}-") is None
     old = room.stream_key
