@@ -3,6 +3,13 @@
 The writer awaits when the pipe is full, so a segmenter that falls behind slows its own publisher
 (TCP backpressure) and nobody else; memory per room stays bounded. The reader sees `b""` once the
 writer has closed and everything was read.
+
+Wake-ups are batched. Waking a reader thread costs far more than the bytes it is given (a
+condition notify, a GIL hand-over, a context switch): with one wake-up per RTMP message, 100
+audio rooms spent a quarter of the process's time in `Condition.notify`. A waiting reader is
+woken at once when `wake_bytes` are buffered, otherwise `wake_delay_s` after the first byte it
+has not seen. A 64 kb/s audio room is woken ~20 times a second instead of ~47, a 2.5 Mb/s video
+room ~20 instead of ~77. The delay adds at most `wake_delay_s` to a segment's visibility.
 """
 
 from __future__ import annotations
@@ -13,20 +20,34 @@ from collections import deque
 
 from ingest.errors import IngestError
 
+WAKE_BYTES = 16 << 10
+WAKE_DELAY_S = 0.05
+
 
 class ChannelClosed(IngestError):
     """The reader is gone: nothing more can be written."""
 
 
 class ByteChannel:
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_bytes: int = 4 << 20) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_bytes: int = 4 << 20,
+        wake_bytes: int = WAKE_BYTES,
+        wake_delay_s: float = WAKE_DELAY_S,
+    ) -> None:
         self._loop = loop
         self._max = max_bytes
+        self._wake_bytes = min(wake_bytes, max_bytes)
+        self._wake_delay_s = wake_delay_s
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._closed = False  # by the writer: no more data
         self._abandoned = False  # by the reader: stop writing
         self._cond = threading.Condition()
+        self._reader_waiting = False
+        self._wake_timer: asyncio.TimerHandle | None = None
         self._space: asyncio.Event | None = None
 
     # -- event loop side ------------------------------------------------------------------------
@@ -37,9 +58,7 @@ class ByteChannel:
                 if self._abandoned:
                     raise ChannelClosed("the reader stopped")
                 if self._size < self._max:
-                    self._chunks.append(data)
-                    self._size += len(data)
-                    self._cond.notify()
+                    self._append(data)
                     return
                 space = self._space = asyncio.Event()
             await space.wait()
@@ -50,9 +69,7 @@ class ByteChannel:
         with self._cond:
             if self._abandoned or self._size + len(data) > self._max:
                 return False
-            self._chunks.append(data)
-            self._size += len(data)
-            self._cond.notify()
+            self._append(data)
             return True
 
     def close(self) -> None:
@@ -64,12 +81,41 @@ class ByteChannel:
     def buffered(self) -> int:
         return self._size
 
+    def _append(self, data: bytes) -> None:
+        """Holding the lock."""
+        self._chunks.append(data)
+        self._size += len(data)
+        if not self._reader_waiting:
+            return  # it is busy and will find the bytes when it next reads
+        if self._size >= self._wake_bytes or not self._on_loop():
+            self._cond.notify()
+        elif self._wake_timer is None:
+            self._wake_timer = self._loop.call_later(self._wake_delay_s, self._wake_reader)
+
+    def _on_loop(self) -> bool:
+        """Timers are the loop's; a write from another thread (the ladder's first bytes, from
+        the segmenter's) wakes the reader at once instead."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _wake_reader(self) -> None:
+        with self._cond:
+            self._wake_timer = None
+            if self._chunks:
+                self._cond.notify()
+
     # -- reader thread side (a file-like object for PyAV) ---------------------------------------
 
     def read(self, n: int = -1) -> bytes:
         with self._cond:
             while not self._chunks and not self._closed and not self._abandoned:
-                self._cond.wait()
+                self._reader_waiting = True
+                try:
+                    self._cond.wait()
+                finally:
+                    self._reader_waiting = False
             if not self._chunks:
                 return b""
             out = bytearray()
