@@ -34,6 +34,7 @@ from ingest.errors import AlreadyLive, IngestError, ProtocolError, TakenDown, Un
 from storage import Catalog
 from storage import keys as K
 from storage.catalog import utcnow
+from storage.indexer import SegmentIndexer
 from storage.models import Recording, Room
 from storage.uploader import Upload, Uploader
 from transcode.errors import TranscodeError
@@ -102,6 +103,7 @@ class Recorder:
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.catalog = catalog
+        self.indexer = SegmentIndexer(catalog)
         self.uploader = uploader
         self.config = config
         self.now = now
@@ -318,10 +320,20 @@ class Recorder:
             self.uploader.put(lane, master)
 
     def _index(self, fields: dict[str, Any], sidecar: Path) -> None:
-        """After a segment is stored: index it, then forget its sidecar."""
-        # Indexed already if the process died between the two: the replay is idempotent.
-        with contextlib.suppress(IntegrityError):
-            self.catalog.add_segment(**fields)
+        """After a segment is stored (upload thread): index it, then forget its sidecar.
+
+        Indexed already means the process died between the two: the replay is idempotent. A
+        catalog that fails raises, and the sidecar stays for the next start to replay.
+        """
+        error = self.indexer.add(fields)
+        if isinstance(error, KeyError):
+            log.warning(
+                "segment %s stored, but recording %s is gone from the catalog; not indexed",
+                fields["key"],
+                fields["recording_id"],
+            )
+        elif error is not None and not isinstance(error, IntegrityError):
+            raise error
         sidecar.unlink(missing_ok=True)
 
     def _master_if_changed(self, state: RecordingState) -> Upload | None:

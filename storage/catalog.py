@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, inspect, select, text
+from sqlalchemy import create_engine, event, func, insert, inspect, select, text, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -761,28 +761,70 @@ class Catalog:
         key: str,
         size_bytes: int,
         discontinuity: bool = False,
-    ) -> Segment:
-        """Index an uploaded segment and count it into its recording's size."""
-        segment = Segment(
-            recording_id=recording_id,
-            rendition=rendition,
-            sequence=sequence,
-            start_at=start_at,
-            duration_s=duration_s,
-            discontinuity=discontinuity,
-            key=key,
-            size_bytes=size_bytes,
-        )
-        with self.session() as s:
-            recording = s.get(Recording, recording_id)
-            if recording is None:
-                raise KeyError(recording_id)
-            s.add(segment)
-            recording.object_count += 1
-            recording.byte_count += size_bytes
-            if rendition == SOURCE:
-                recording.media_s += duration_s
-        return segment
+    ) -> None:
+        """Index an uploaded segment and count it into its recording's size. KeyError if the
+        recording is gone, IntegrityError if the segment is indexed already."""
+        row = {
+            "recording_id": recording_id,
+            "rendition": rendition,
+            "sequence": sequence,
+            "start_at": start_at,
+            "duration_s": duration_s,
+            "key": key,
+            "size_bytes": size_bytes,
+            "discontinuity": discontinuity,
+        }
+        error = self.add_segments([row])[0]
+        if error is not None:
+            raise error
+
+    def add_segments(self, rows: Sequence[dict[str, Any]]) -> list[BaseException | None]:
+        """Index many uploaded segments in one transaction (the recorder's group commit).
+
+        Rows take `add_segment`'s arguments. Core statements, not the ORM: the unit of work cost
+        more than the insert itself. If the batch fails (a row indexed before a crash, or whose
+        recording is gone), each row is tried on its own so one bad row never loses the others.
+        Returns one outcome per row: None, or the row's error (IntegrityError, KeyError).
+        """
+        if not rows:
+            return []
+        try:
+            self._insert_segments(rows)
+            return [None] * len(rows)
+        except IntegrityError:
+            if len(rows) == 1:
+                return [_missing_or(self, rows[0])]
+        outcomes: list[BaseException | None] = []
+        for row in rows:
+            try:
+                self._insert_segments([row])
+                outcomes.append(None)
+            except IntegrityError:
+                outcomes.append(_missing_or(self, row))
+        return outcomes
+
+    def _insert_segments(self, rows: Sequence[dict[str, Any]]) -> None:
+        totals: dict[str, list[float]] = {}
+        for row in rows:
+            total = totals.setdefault(row["recording_id"], [0, 0, 0.0])
+            total[0] += 1
+            total[1] += row["size_bytes"]
+            if row["rendition"] == SOURCE:
+                total[2] += row["duration_s"]
+        with self.engine.begin() as conn:
+            conn.execute(insert(Segment), [{"discontinuity": False} | row for row in rows])
+            for recording_id, (count, size, media_s) in totals.items():
+                done = conn.execute(
+                    update(Recording)
+                    .where(Recording.id == recording_id)
+                    .values(
+                        object_count=Recording.object_count + count,
+                        byte_count=Recording.byte_count + size,
+                        media_s=Recording.media_s + media_s,
+                    )
+                )
+                if done.rowcount == 0:  # SQLite checks the foreign key only when it is on
+                    raise IntegrityError("segments", recording_id, KeyError(recording_id))
 
     def find_segments(
         self,
@@ -871,6 +913,14 @@ def _iso(moment: datetime | None) -> str | None:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+def _missing_or(catalog: Catalog, row: dict[str, Any]) -> BaseException:
+    """The error of a segment row that would not insert: its recording is gone, or it is
+    indexed already (a spool replayed after a crash)."""
+    if catalog._get(Recording, row["recording_id"]) is None:
+        return KeyError(row["recording_id"])
+    return IntegrityError("segments", row["key"], ValueError("indexed already"))
 
 
 def _engine(url: str) -> Engine:
