@@ -618,8 +618,8 @@ def print_episode_table(
     print("|---|---:|")
     for side, names in (
         ("afterlive", {"measure": "measure (decode, assemble, ebur128)", "limit":
-                       "limiter check", "encode": "encode (MP3 + M4A)", "verify":
-                       "verify (both files metered)", "hls": "HLS (stream copy)"}),
+                       "limiter checks", "encode": "encode + verify (MP3 + M4A, both metered by "
+                       "loopback decoders)", "hls": "HLS (stream copy)"}),
         ("naive", {"decode": "pydub decode of the 3 clips into memory", "mix":
                    "crossfades + fades (pydub)", "export": "export WAV", "loudnorm_1":
                    "loudnorm pass 1 (measure)", "loudnorm_2": "loudnorm pass 2 + MP3 encode"}),

@@ -4,30 +4,39 @@ The programme is the parts in order (intro, clips, outro) joined by equal-power 
 a fade in at the start and a fade out at the end. None of its audio is ever held in this
 process: the ffmpeg binary streams it from the source files, once per pass.
 
-1. measure: decode, assemble (resample, crossfades, fades) and run `ebur128=peak=true` into a
-   null output: the programme's integrated loudness and true peak. Decoding is cheap (~600x
-   realtime here), so pass 2 decodes the sources again rather than writing an intermediate.
-2. encode: the same graph, one linear gain (target - measured), `alimiter` as a safety limiter,
-   split to libmp3lame and to native AAC in the M4A (tags, cover and chapters written by ffmpeg
-   itself). ffmpeg runs the two encoders on their own threads.
-3. verify: both files decoded again by their own ffmpeg (in parallel) through `ebur128`: the
-   "after" figures are what a player decodes, not what went into the encoders.
-4. HLS: the M4A's AAC copied (not re-encoded) into MPEG-TS segments in `directory/hls/`.
+1. measure: decode, assemble (resample, crossfades, fades) and run `ebur128=peak=sample` into a
+   null output: the programme's integrated loudness and sample peak. Sample, not true, peak:
+   what the limiter acts on, and half the pass's cost (4x oversampling is most of the meter);
+   the true peak that matters is measured on the outputs in pass 2. Decoding is cheap (~600x
+   realtime here), so later passes decode the sources again rather than writing an
+   intermediate.
+2. encode + verify: the same graph, one linear gain (target - measured), `alimiter` as a safety
+   limiter, split to libmp3lame (`MP3_QUALITY`) and to native AAC (`AAC_CODER`) in the M4A
+   (tags, cover and chapters written by ffmpeg itself). Each encoder's packets also go to a
+   loopback decoder (`-dec`) whose samples run through `ebur128=peak=true`: the "after" figures
+   are what a player decodes, not what went into the encoders. ffmpeg (7+) runs decoders,
+   filtergraphs, encoders and muxers on their own threads, so one process keeps both cores
+   busy; metering the files as they are written costs CPU but no pass of its own.
+3. HLS: the M4A's AAC copied (not re-encoded) into MPEG-TS segments in `directory/hls/`.
 
 Why linear gain and not `loudnorm`: its one-pass (dynamic) mode misses the target, its linear
 mode needs pass-1 figures anyway, and it runs at ~12x realtime against ~40x for gain + limiter.
 The limiter only touches the peaks the gain pushes over the ceiling; the dynamics stay.
 
 True peak: `alimiter` limits sample peaks, and lossy coding overshoots them (measured up to
-1.0 dB for MP3 and AAC at 128k on speech-like noise, over 4 dB for AAC on clicks driven into the
-limiter). The limiter's ceiling is therefore `true_peak_db - CODEC_HEADROOM_DB`, and a file that
-still measures over `true_peak_db` in pass 3 is encoded again with its own ceiling lowered by
+1.6 dB for MP3 at 128k on speech-like noise driven 5 dB into the limiter, over 4 dB for AAC on
+clicks). The limiter's ceiling is therefore `true_peak_db - CODEC_HEADROOM_DB`, and a file that
+still measures over `true_peak_db` in pass 2 is encoded again with its own ceiling lowered by
 the excess (costs one more encode of that file, only then).
 
 Loudness: when the measured peak plus the gain overshoots the ceiling by more than
-`LIMITER_CHECK_DB`, limiting takes loudness with it: extra measuring passes through gain +
-limiter correct the gain before encoding. LAME's CBR presets scale the input down (by 0.95 at
-128k, -0.45 dB): the MP3 branch gets that back, measured once per setting (`mp3_scale_db`).
+`LIMITER_CHECK_DB`, limiting takes loudness with it: limiter checks (measuring passes through
+gain + limiter, two gains per pass in two filtergraphs, i.e. on both cores, loudness only)
+correct the gain before encoding. The first check measures two gains above pass 1's
+(`LIMITER_FIRST_STEPS_DB`), later ones either side of the gain interpolated from those; a
+limiter driven hard does not answer linearly, so only a measured gain is used. LAME's CBR
+presets scale the input down (by 0.95 at 128k, -0.45 dB): the MP3 branch gets that back,
+measured once per setting (`mp3_scale_db`).
 
 Chapters: a part starts on the programme's timeline at the sum of the parts before it minus one
 crossfade per join. Its chapter starts at the middle of the crossfade that brings it in: with
@@ -93,13 +102,21 @@ from transcode.errors import TranscodeError
 
 log = logging.getLogger(__name__)
 
-# Sample-peak ceiling below the requested true peak: covers the overshoot MP3/AAC coding adds.
-CODEC_HEADROOM_DB = 1.5
+# Sample-peak ceiling below the requested true peak: covers the overshoot MP3/AAC coding adds
+# (1.6 dB measured for MP3 on the benchmark's 60-minute programme driven 5 dB into the limiter).
+CODEC_HEADROOM_DB = 1.8
 # Peak overshoot (dB over the ceiling, before limiting) above which the limiter's loudness loss
 # is measured and compensated by extra passes. Below it, measured loss stays under 0.2 LU.
 LIMITER_CHECK_DB = 4.0
 MAX_LIMITER_PASSES = 3
 LIMITER_TOLERANCE_LU = 0.3
+# The gains above pass 1's that the first limiter check measures (one filtergraph each, so the
+# two run on two cores). The check runs when the loss is over ~0.2 LU; at 4.5 dB of overshoot
+# (the benchmark's programme) it measured 0.8 LU, and each dB more gain then added only 0.2 to
+# 0.5 LU: +0.5 lands mild cases, +1.5 the benchmark's, in one check.
+LIMITER_FIRST_STEPS_DB = (0.5, 1.5)
+# Later checks measure the gain interpolated from the ones tried, and this far either side.
+LIMITER_SPREAD_DB = 0.15
 # An encoded file whose true peak is still over the ceiling is encoded again, its limiter lowered
 # by the excess and this margin, at most this many times.
 MAX_PEAK_RETRIES = 2
@@ -113,9 +130,16 @@ SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 # Containers whose declared duration is an estimate (first to last timestamp, or bitrate): their
 # packets are demuxed to find where the audio really ends.
 _ESTIMATED_DURATION_FORMATS = {"mpegts", "aac", "flv"}
-# Relative cost per programme second, for `progress`, from a 31-minute render here: measure
-# 7.8 s, encode 67 s, verify 15 s, HLS 0.4 s.
-_WEIGHT_MEASURE, _WEIGHT_ENCODE, _WEIGHT_VERIFY, _WEIGHT_HLS = 1.0, 8.0, 2.0, 0.1
+# LAME's algorithmic quality (`-q`, ffmpeg's `-compression_level`; LAME's default is 3). 5 keeps
+# the psychoacoustic noise shaping that 7 (LAME's "fast" mode) turns off, for music beds and
+# intros; it costs ~12% less CPU than 3. At 128k CBR the bitrate, not the search, bounds quality.
+MP3_QUALITY = 5
+# The native AAC encoder's coder: "fast" takes half the CPU of the default "twoloop" at 128k,
+# and lands within 0.1 LU of the MP3 on speech.
+AAC_CODER = "fast"
+# Relative cost per programme second, for `progress`, from a 60-minute render here (load 3-4):
+# measure 5.4 s, one limiter check 11 s, encode + verify 46 s, HLS 0.9 s.
+_WEIGHT_MEASURE, _WEIGHT_LIMIT, _WEIGHT_ENCODE, _WEIGHT_HLS = 1.0, 2.0, 8.5, 0.15
 
 MP3_NAME = "episode.mp3"
 M4A_NAME = "episode.m4a"
@@ -155,7 +179,9 @@ class Chapter:
 @dataclass(frozen=True, kw_only=True)
 class Loudness:
     integrated_lufs: float
-    true_peak_db: float  # dBTP
+    # dBTP on the outputs; on `loudness_before`, the sample peak in dBFS (pass 1 does not
+    # oversample), a lower bound of the true peak
+    true_peak_db: float
 
 
 @dataclass(kw_only=True)
@@ -165,7 +191,7 @@ class EpisodeResult:
     hls_playlist_path: Path  # audio-only VOD playlist; its AAC-in-TS segments sit beside it
     duration_s: float
     chapters: list[Chapter]
-    loudness_before: Loudness  # the assembled programme, before gain
+    loudness_before: Loudness  # the assembled programme, before gain; its peak a sample peak
     # Measured on the encoded files, decoded again (what a listener's player decodes).
     mp3_loudness: Loudness
     m4a_loudness: Loudness
@@ -250,7 +276,8 @@ def render_episode(
     directory.mkdir(parents=True, exist_ok=True)
     renderer = _Renderer(
         sources=sources,
-        graph=_programme_graph(
+        graph=functools.partial(
+            _programme_graph,
             sources,
             rate=sample_rate,
             channels=channels,
@@ -273,8 +300,7 @@ def render_episode(
         before, gain_db = renderer.plan_gain(target_lufs, true_peak_db)
         ceiling_db = true_peak_db - CODEC_HEADROOM_DB
         ceilings = {"mp3": ceiling_db, "m4a": ceiling_db}
-        renderer.encode(gain_db, ceilings)
-        measured = renderer.verify(["mp3", "m4a"])
+        measured = renderer.encode(gain_db, ceilings)
         for attempt in range(MAX_PEAK_RETRIES):
             over = {k: m for k, m in measured.items() if m.true_peak_db > true_peak_db}
             if not over:
@@ -291,8 +317,7 @@ def render_episode(
                 attempt + 1,
                 ceilings,
             )
-            renderer.encode(gain_db, {k: ceilings[k] for k in over})
-            measured |= renderer.verify(list(over))
+            measured |= renderer.encode(gain_db, {k: ceilings[k] for k in over})
         for kind, loudness in measured.items():
             if loudness.true_peak_db > true_peak_db:
                 log.warning(
@@ -357,7 +382,7 @@ class _Renderer:
     """The passes over one programme: its inputs, graph and the files being written."""
 
     sources: list[_Source]
-    graph: str  # chains ending in [prog]
+    graph: Callable[..., str]  # graph(prefix=...): chains ending in [{prefix}prog]
     duration_s: float
     directory: Path
     meta: EpisodeMeta
@@ -388,8 +413,8 @@ class _Renderer:
     def plan_gain(self, target_lufs: float, true_peak_db: float) -> tuple[Loudness, float]:
         """Pass 1 (+ limiter checks): the programme's loudness before gain, and the gain."""
         started = time.monotonic()
-        before = self._measure(
-            self.graph, "[prog]", self.progress.stage("measure", _WEIGHT_MEASURE)
+        (before,) = self._measure(
+            [None], ceiling_db=0.0, stage=self.progress.stage("measure", _WEIGHT_MEASURE)
         )
         self._timed("measure", started)
         if before.integrated_lufs <= SILENCE_LUFS:
@@ -399,7 +424,7 @@ class _Renderer:
         gain_db = target_lufs - before.integrated_lufs
         ceiling_db = true_peak_db - CODEC_HEADROOM_DB
         log.info(
-            "%r: %.1f LUFS, %.1f dBTP before; gain %+.2f dB, ceiling %.1f dBFS",
+            "%r: %.1f LUFS, %.1f dBFS sample peak before; gain %+.2f dB, ceiling %.1f dBFS",
             self.label,
             before.integrated_lufs,
             before.true_peak_db,
@@ -410,39 +435,63 @@ class _Renderer:
             return before, gain_db
         # Heavy limiting ahead: measure what it leaves and make up the loss. A limiter driven
         # hard does not answer linearly (more gain can even measure quieter), so only a gain
-        # that was measured is used: the one that came closest.
-        tried: list[tuple[float, float]] = []  # (miss in LU, gain)
+        # that was measured is used: the one that came closest. Each check measures two gains at
+        # once, each in its own filtergraph (its own thread: both cores).
+        tried: list[tuple[float, float, float]] = []  # (miss in LU, gain, loudness)
+
+        def best(tried: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+            # Misses equal to the summary's 0.1 LU rounding: the lower gain, less limited.
+            return min(tried, key=lambda t: (round(t[0], 2), t[1]))
+
+        gains = [gain_db + step for step in LIMITER_FIRST_STEPS_DB]
         for _ in range(MAX_LIMITER_PASSES):
             started = time.monotonic()
             limited = self._measure(
-                f"{self.graph};[prog]{_gain_chain(gain_db, ceiling_db)}[limited]",
-                "[limited]",
-                self.progress.stage("limit", _WEIGHT_MEASURE),
+                gains, ceiling_db=ceiling_db, stage=self.progress.stage("limit", _WEIGHT_LIMIT)
             )
             self._timed("limit", started)
-            shortfall = target_lufs - limited.integrated_lufs
-            log.info(
-                "%r: limiter at %+.1f dB gain leaves %.1f LUFS",
-                self.label,
-                gain_db,
-                limited.integrated_lufs,
-            )
-            tried.append((abs(shortfall), gain_db))
-            if abs(shortfall) <= LIMITER_TOLERANCE_LU:
+            for gain, loudness in zip(gains, limited, strict=True):
+                log.info(
+                    "%r: limiter at %+.2f dB gain leaves %.1f LUFS",
+                    self.label,
+                    gain,
+                    loudness.integrated_lufs,
+                )
+                tried.append(
+                    (abs(target_lufs - loudness.integrated_lufs), gain, loudness.integrated_lufs)
+                )
+            if best(tried)[0] <= LIMITER_TOLERANCE_LU:
                 break
-            gain_db += shortfall
-        return before, min(tried)[1]
+            estimate = _interpolate_gain([(g, lufs) for _, g, lufs in tried], target_lufs)
+            gains = [estimate - LIMITER_SPREAD_DB, estimate + LIMITER_SPREAD_DB]
+        return before, best(tried)[1]
 
-    def _measure(self, graph: str, source: str, progress: Callable[[float], None]) -> Loudness:
-        meter = f"{graph};{source}ebur128=peak=true:framelog=quiet[metered]"
-        args = [*self.inputs, "-filter_complex", meter, "-map", "[metered]", "-f", "null", "-"]
-        stderr = _run_ffmpeg(args, self.duration_s, progress, self.label)
-        return _parse_summary(stderr, self.label)
+    def _measure(
+        self, gains: list[float | None], *, ceiling_db: float, stage: Callable[[float], None]
+    ) -> list[Loudness]:
+        """The programme metered at each of `gains` (None: as it is, without the limiter), in one
+        ffmpeg with one filtergraph per gain: the decoders feed them all, each runs on its own
+        thread. Only the loudness is wanted here, so the meters read sample peaks: oversampling
+        for the true peak would double the cost of the pass."""
+        args = list(self.inputs)
+        for i, gain in enumerate(gains):
+            chain = "anull" if gain is None else _gain_chain(gain, ceiling_db)
+            meter = f"ebur128@m{i}=peak=sample:framelog=quiet"
+            graph = self.graph(prefix=f"g{i}")
+            args += ["-filter_complex", f"{graph};[g{i}prog]{chain},{meter}[m{i}]"]
+        for i in range(len(gains)):
+            args += ["-map", f"[m{i}]", "-f", "null", "-"]
+        stderr = _run_ffmpeg(args, self.duration_s, stage, self.label)
+        return [_parse_summary(stderr, self.label, f"m{i}") for i in range(len(gains))]
 
-    def encode(self, gain_db: float, ceilings: dict[str, float]) -> None:
-        """Pass 2: gain, limiter and the encoders for the outputs in `ceilings`, in one decode."""
+    def encode(self, gain_db: float, ceilings: dict[str, float]) -> dict[str, Loudness]:
+        """Pass 2: gain, limiter and the encoders for the outputs in `ceilings`, in one decode,
+        each output verified as it is written: the encoder's packets go to the file and to a
+        loopback decoder (`-dec`), whose samples, what a player decodes, feed a true-peak meter.
+        Encoders, decoders and filtergraphs run on their own threads, so the meters use the
+        core the encoders leave idle instead of a pass of their own after them."""
         kinds = sorted(ceilings)  # m4a, mp3
-        chains = [self.graph]
+        chains = [self.graph(prefix="")]
         if len(set(ceilings.values())) == 1:
             limiter = _gain_chain(gain_db, ceilings[kinds[0]])
             split = "".join(f"[{k}_in]" for k in kinds)
@@ -457,82 +506,57 @@ class _Renderer:
 
         extra_inputs: list[str] = []
         outputs: list[str] = []
-        if "m4a" in ceilings:
-            _write_ffmetadata(self.metadata_path, self.meta, self.chapters)
-            metadata_index = len(self.sources)
-            extra_inputs = ["-f", "ffmetadata", "-i", str(self.metadata_path.resolve())]
-            cover: list[str] = []
-            if self.meta.artwork is not None:
-                extra_inputs += ["-i", str(self.meta.artwork.resolve())]
+        for kind in kinds:
+            if kind == "m4a":
+                _write_ffmetadata(self.metadata_path, self.meta, self.chapters)
+                metadata_index = len(self.sources)
+                extra_inputs = ["-f", "ffmetadata", "-i", str(self.metadata_path.resolve())]
+                cover: list[str] = []
+                if self.meta.artwork is not None:
+                    extra_inputs += ["-i", str(self.meta.artwork.resolve())]
+                    # fmt: off
+                    cover = ["-map", f"{metadata_index + 1}:v:0", "-c:v", "copy",
+                             "-disposition:v:0", "attached_pic"]
+                    # fmt: on
+                # The audio is mapped first: stream 0 of this output, for its loopback decoder.
                 # fmt: off
-                cover = ["-map", f"{metadata_index + 1}:v:0", "-c:v", "copy",
-                         "-disposition:v:0", "attached_pic"]
+                outputs += [
+                    "-map", "[m4a]", *cover,
+                    "-map_metadata", str(metadata_index), "-map_chapters", str(metadata_index),
+                    "-c:a", "aac", "-aac_coder", AAC_CODER, "-b:a", self.bitrates["m4a"],
+                    "-movflags", "+faststart", "-f", "mp4", str(self.part_path("m4a")),
+                ]
                 # fmt: on
-            # fmt: off
-            outputs += [
-                "-map", "[m4a]", *cover,
-                "-map_metadata", str(metadata_index), "-map_chapters", str(metadata_index),
-                "-c:a", "aac", "-b:a", self.bitrates["m4a"],
-                "-movflags", "+faststart", "-f", "mp4", str(self.part_path("m4a")),
+            else:
+                # No ID3 from ffmpeg (mutagen writes it); the Xing/LAME frame keeps the encoder's
+                # delay and padding, so players trim them and the duration is exact.
+                # fmt: off
+                outputs += [
+                    "-map", "[mp3]", "-map_metadata", "-1", "-map_chapters", "-1",
+                    "-c:a", "libmp3lame", "-b:a", self.bitrates["mp3"],
+                    "-compression_level", str(MP3_QUALITY), "-id3v2_version", "0",
+                    "-f", "mp3", str(self.part_path("mp3")),
+                ]
+                # fmt: on
+        meters: list[str] = []
+        for n, kind in enumerate(kinds):
+            # Loopback decoder n reads output n's first stream; its meter has its own graph.
+            outputs += ["-dec", f"{n}:0"]
+            meters += [
+                "-filter_complex",
+                f"[dec:{n}]ebur128@{kind}=peak=true:framelog=quiet[{kind}_meter]",
             ]
-            # fmt: on
-        if "mp3" in ceilings:
-            # No ID3 from ffmpeg (mutagen writes it); the Xing/LAME frame keeps the encoder's
-            # delay and padding, so players trim them and the duration is exact.
-            # fmt: off
-            outputs += [
-                "-map", "[mp3]", "-map_metadata", "-1", "-map_chapters", "-1",
-                "-c:a", "libmp3lame", "-b:a", self.bitrates["mp3"], "-id3v2_version", "0",
-                "-f", "mp3", str(self.part_path("mp3")),
-            ]
-            # fmt: on
+        for kind in kinds:
+            meters += ["-map", f"[{kind}_meter]", "-f", "null", "-"]
         started = time.monotonic()
-        _run_ffmpeg(
-            [*self.inputs, *extra_inputs, "-filter_complex", ";".join(chains), *outputs],
+        stderr = _run_ffmpeg(
+            [*self.inputs, *extra_inputs, "-filter_complex", ";".join(chains), *outputs, *meters],
             self.duration_s,
             self.progress.stage("encode", _WEIGHT_ENCODE),
             self.label,
         )
         self._timed("encode", started)
-
-    def verify(self, kinds: list[str]) -> dict[str, Loudness]:
-        """Loudness and true peak of the encoded files, decoded again: one ffmpeg per file."""
-        started = time.monotonic()
-        report = self.progress.stage("verify", _WEIGHT_VERIFY)
-        caller = threading.current_thread()
-        fractions = dict.fromkeys(kinds, 0.0)
-        results: dict[str, Loudness] = {}
-        errors: list[BaseException] = []
-
-        def run(kind: str) -> None:
-            def step(fraction: float) -> None:
-                fractions[kind] = fraction
-                if threading.current_thread() is caller:  # `progress` runs on the caller's thread
-                    report(sum(fractions.values()) / len(kinds))
-
-            try:
-                path = str(self.part_path(kind))
-                meter = ["-map", "0:a:0", "-af", "ebur128=peak=true:framelog=quiet"]
-                args = ["-i", path, *meter, "-f", "null", "-"]
-                stderr = _run_ffmpeg(args, self.duration_s, step, self.label)
-                results[kind] = _parse_summary(stderr, self.label)
-            except BaseException as e:
-                errors.append(e)
-
-        # Both files at once: each ffmpeg keeps about one core busy.
-        helpers = [
-            threading.Thread(target=run, args=(kind,), name=f"episode-verify-{kind}")
-            for kind in kinds[1:]
-        ]
-        for helper in helpers:
-            helper.start()
-        run(kinds[0])
-        for helper in helpers:
-            helper.join()
-        if errors:
-            raise errors[0]
-        self._timed("verify", started)
-        return results
+        return {kind: _parse_summary(stderr, self.label, kind) for kind in kinds}
 
     def write_hls(self, m4a: Path, hls_dir: Path, segment_s: float) -> None:
         """Pass 3: the M4A's AAC copied, not re-encoded, into MPEG-TS segments."""
@@ -715,9 +739,17 @@ def _artwork_mime(path: Path) -> str:
 
 
 def _programme_graph(
-    sources: list[_Source], *, rate: int, channels: int, join: int, fade_in: int, fade_out: int
+    sources: list[_Source],
+    *,
+    rate: int,
+    channels: int,
+    join: int,
+    fade_in: int,
+    fade_out: int,
+    prefix: str = "",
 ) -> str:
-    """Chains ending in `[prog]`: the assembled programme, before gain."""
+    """Chains ending in `[{prefix}prog]`: the assembled programme, before gain. Graphs with other
+    prefixes can sit beside it in one ffmpeg: link labels name one link in the whole command."""
     layout = "stereo" if channels == 2 else "mono"
     chains = []
     last = len(sources) - 1
@@ -734,18 +766,18 @@ def _programme_graph(
             steps.append(f"afade=t=in:ss=0:ns={fade_in}")
         if i == last and fade_out:
             steps.append(f"afade=t=out:ss={source.samples - fade_out}:ns={fade_out}")
-        chains.append(f"[{i}:a:0]{','.join(steps)}[p{i}]")
+        chains.append(f"[{i}:a:0]{','.join(steps)}[{prefix}p{i}]")
     if len(sources) == 1:
-        chains.append("[p0]anull[prog]")
+        chains.append(f"[{prefix}p0]anull[{prefix}prog]")
     elif join == 0:
-        labels = "".join(f"[p{i}]" for i in range(len(sources)))
-        chains.append(f"{labels}concat=n={len(sources)}:v=0:a=1[prog]")
+        labels = "".join(f"[{prefix}p{i}]" for i in range(len(sources)))
+        chains.append(f"{labels}concat=n={len(sources)}:v=0:a=1[{prefix}prog]")
     else:
         # Equal power: sin/cos gains keep uncorrelated programme material at a steady loudness.
-        previous = "p0"
+        previous = f"{prefix}p0"
         for i in range(1, len(sources)):
-            out = "prog" if i == last else f"x{i}"
-            chains.append(f"[{previous}][p{i}]acrossfade=ns={join}:c1=qsin:c2=qsin[{out}]")
+            out = f"{prefix}prog" if i == last else f"{prefix}x{i}"
+            chains.append(f"[{previous}][{prefix}p{i}]acrossfade=ns={join}:c1=qsin:c2=qsin[{out}]")
             previous = out
     return ";".join(chains)
 
@@ -766,13 +798,38 @@ _SUMMARY_I = re.compile(r"^\s*I:\s+(-?[\d.]+|-?inf)\s+LUFS", re.MULTILINE)
 _SUMMARY_PEAK = re.compile(r"^\s*Peak:\s+(-?[\d.]+|-?inf)\s+dBFS", re.MULTILINE)
 
 
-def _parse_summary(stderr: str, label: str) -> Loudness:
-    """The last `ebur128` summary in ffmpeg's log."""
-    tail = stderr[stderr.rfind("Summary:") :] if "Summary:" in stderr else ""
-    integrated, peak = _SUMMARY_I.search(tail), _SUMMARY_PEAK.search(tail)
+def _parse_summary(stderr: str, label: str, meter: str) -> Loudness:
+    """The summary of the `ebur128@{meter}` filter in ffmpeg's log (one multi-line message,
+    prefixed with the filter's name on its first line only)."""
+    head = re.search(rf"^\[ebur128@{re.escape(meter)} @ [^\]]*\] Summary:$", stderr, re.MULTILINE)
+    body = ""
+    if head is not None:
+        following = re.compile(r"^\[", re.MULTILINE).search(stderr, head.end())
+        body = stderr[head.end() : following.start() if following else len(stderr)]
+    integrated, peak = _SUMMARY_I.search(body), _SUMMARY_PEAK.search(body)
     if integrated is None or peak is None:
-        raise EpisodeError(f"{label!r}: ffmpeg printed no loudness summary:\n{stderr[-2000:]}")
+        raise EpisodeError(
+            f"{label!r}: ffmpeg printed no loudness summary for {meter}:\n{stderr[-2000:]}"
+        )
     return Loudness(integrated_lufs=float(integrated[1]), true_peak_db=float(peak[1]))
+
+
+def _interpolate_gain(tried: list[tuple[float, float]], target_lufs: float) -> float:
+    """The gain a limiter check should measure next, from the (gain, loudness) pairs measured:
+    on the line through the closest points either side of the target, or, if the target is not
+    bracketed yet, through the two closest. The slope is kept between 0.5 and 1 LU per dB: gain
+    through a limiter never raises the loudness by more than itself, and a flatter line (the
+    summary rounds to 0.1 LU) would send the next check far off, into heavy limiting."""
+    points = sorted(tried)
+    below = [p for p in points if p[1] < target_lufs]
+    above = [p for p in points if p[1] >= target_lufs]
+    if below and above:
+        (g0, l0), (g1, l1) = max(below, key=lambda p: p[1]), min(above, key=lambda p: p[1])
+    else:
+        (g0, l0), (g1, l1) = sorted(points, key=lambda p: abs(p[1] - target_lufs))[:2]
+    slope = (l1 - l0) / (g1 - g0) if g1 != g0 else 1.0
+    slope = min(max(slope, 0.5), 1.0)
+    return g0 + (target_lufs - l0) / slope
 
 
 def _run_ffmpeg(
@@ -910,7 +967,6 @@ class _Progress:
         self.pending = [
             ("measure", _WEIGHT_MEASURE),
             ("encode", _WEIGHT_ENCODE),
-            ("verify", _WEIGHT_VERIFY),
             ("hls", _WEIGHT_HLS),
         ]
         self.last = 0.0
