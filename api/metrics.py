@@ -43,6 +43,12 @@ class RuntimeCollector(Collector):
             "afterlive_publishers_connected", "Publishers connected now", connected
         )
 
+        yield CounterMetricFamily(
+            "afterlive_publishes_refused_busy",
+            "New lives refused because the node was at its limit or behind on uploads",
+            rt.recorder.refused_busy,
+        )
+
         stats = rt.uploader.stats
         yield CounterMetricFamily(
             "afterlive_segments_uploaded", "Media segments stored", stats.segments
@@ -78,6 +84,16 @@ class RuntimeCollector(Collector):
             "afterlive_spool_depth",
             "Objects waiting in the local spool to be uploaded",
             rt.uploader.pending(),
+        )
+        yield GaugeMetricFamily(
+            "afterlive_upload_backlog_bytes",
+            "Bytes queued or uploading to the store",
+            stats.backlog_bytes,
+        )
+        yield GaugeMetricFamily(
+            "afterlive_upload_lag_seconds",
+            "How long the oldest queued upload has waited",
+            rt.uploader.oldest_wait_s(),
         )
 
         requests = CounterMetricFamily(

@@ -162,6 +162,9 @@ def assemble(
             reconnect_grace_s=settings.reconnect_grace.total_seconds(),
             retention=settings.retention,
             ladder=settings.ladder,
+            max_live_rooms=settings.max_live_rooms,
+            max_upload_backlog_bytes=settings.max_upload_backlog_mb << 20,
+            max_upload_lag_s=settings.max_upload_lag.total_seconds(),
         ),
         now=now,
     )

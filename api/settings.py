@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     # A publisher that sends nothing for this long is disconnected (then the grace runs).
     publisher_timeout: Duration = timedelta(seconds=30)
     segment_duration: float = Field(2.0, ge=0.5, le=30)
+    # Admission of new lives (reconnects within the grace are always let in). 0: no limit. Set
+    # it from `bench/ingest.py`'s concurrency figures for the machine.
+    max_live_rooms: int = Field(0, ge=0)
+    # New lives are refused while this much media (MB) waits in the spool for the store, or
+    # while the oldest waiting upload is this far behind: the lives already in come first.
+    max_upload_backlog_mb: int = Field(2048, ge=1)
+    max_upload_lag: Duration = timedelta(seconds=30)
     # Optional transcoded renditions, e.g. "720p,480p,360p": a whole machine per room (FACTS).
     ladder: Annotated[list[int], NoDecode] = Field(default_factory=list)
     admin_token: SecretStr | None = None

@@ -41,6 +41,19 @@ class AlreadyLive(PublishRefused):
         )
 
 
+class NodeBusy(PublishRefused):
+    """This node takes no new live now (room limit, or uploads behind): answered before any
+    media is stored, so a publisher or a load balancer can try again or go elsewhere."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"this ingest node takes no new live now: {why}; try again in a minute",
+            code="NetStream.Publish.Denied",
+            http_status=503,
+        )
+        self.why = why
+
+
 class TakenDown(ProtocolError):
     """An admin took the recording down while live: the publisher is disconnected."""
 

@@ -30,7 +30,14 @@ from sqlalchemy.exc import IntegrityError
 
 from ingest import flv
 from ingest.channel import ByteChannel, ChannelClosed
-from ingest.errors import AlreadyLive, IngestError, ProtocolError, TakenDown, UnknownStreamKey
+from ingest.errors import (
+    AlreadyLive,
+    IngestError,
+    NodeBusy,
+    ProtocolError,
+    TakenDown,
+    UnknownStreamKey,
+)
 from storage import Catalog
 from storage import keys as K
 from storage.catalog import utcnow
@@ -57,6 +64,12 @@ class RecorderConfig:
     retention: timedelta = timedelta(hours=24)
     audio_rendition: bool = True
     ladder: list[int] = field(default_factory=list)  # rung heights; empty: copy only
+    # Admission of new lives (a reconnect within the grace is never refused). 0: no limit.
+    max_live_rooms: int = 0
+    # Refuse new lives while this much media waits for the store, or while uploads are this far
+    # behind: the node is overloaded or the store is down, and the lives it has come first.
+    max_upload_backlog_bytes: int = 2 << 30
+    max_upload_lag_s: float = 30.0
 
 
 @dataclass(kw_only=True)
@@ -93,6 +106,12 @@ class RecordingState:
         return self.sequences.get("source", 0)
 
 
+@dataclass
+class _Claim:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Recorder:
     def __init__(
         self,
@@ -111,7 +130,8 @@ class Recorder:
         self._tasks: set[asyncio.Task[None]] = set()
         # Check-and-claim of a room spans awaits (catalog calls): serialise it per room, or two
         # publishers arriving together could both find the room free.
-        self._claims: dict[str, asyncio.Lock] = {}
+        self._claims: dict[str, _Claim] = {}
+        self.refused_busy = 0
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -122,8 +142,16 @@ class Recorder:
         room = await asyncio.to_thread(self.catalog.room_by_stream_key, key)
         if room is None:
             raise UnknownStreamKey()
-        async with self._claims.setdefault(room.id, asyncio.Lock()):
-            return await self._claim(room, input_format=input_format, peer=peer)
+        claim = self._claims.setdefault(room.id, _Claim())
+        claim.users += 1
+        try:
+            async with claim.lock:
+                return await self._claim(room, input_format=input_format, peer=peer)
+        finally:
+            # Forgotten once nobody holds or waits for it: one lock per room ever was a leak.
+            claim.users -= 1
+            if not claim.users:
+                del self._claims[room.id]
 
     async def _claim(self, room: Room, *, input_format: str, peer: str) -> PublishSession:
         state = self._live.get(room.id)
@@ -138,6 +166,11 @@ class Recorder:
                 state.grace = None
             log.info("room %s: publisher back for recording %s (from %s)", room.id, state.id, peer)
         else:
+            busy = self.busy()
+            if busy is not None:
+                self.refused_busy += 1
+                log.warning("room %s: new live from %s refused: %s", room.id, peer, busy)
+                raise NodeBusy(busy)
             recording = await asyncio.to_thread(self.catalog.start_recording, room.id)
             state = self._live[room.id] = RecordingState(recording=recording, room=room)
             log.info("room %s: recording %s started (publisher %s)", room.id, recording.id, peer)
@@ -254,6 +287,22 @@ class Recorder:
                 state.grace.cancel()
             state.publisher = None
             await self._end(state, "service stopping")
+
+    def busy(self) -> str | None:
+        """Why this node would refuse a new live now, or None."""
+        cfg = self.config
+        if cfg.max_live_rooms and len(self._live) >= cfg.max_live_rooms:
+            return f"{len(self._live)} rooms are live here, the most it takes (max_live_rooms)"
+        backlog = self.uploader.stats.backlog_bytes
+        if backlog > cfg.max_upload_backlog_bytes:
+            return (
+                f"{backlog / 2**20:.0f} MB of media wait for the store "
+                f"(max_upload_backlog {cfg.max_upload_backlog_bytes / 2**20:.0f} MB)"
+            )
+        lag = self.uploader.oldest_wait_s()
+        if lag > cfg.max_upload_lag_s:
+            return f"uploads to the store are {lag:.0f} s behind (max_upload_lag)"
+        return None
 
     def live_counts(self) -> tuple[int, int]:
         """Live recordings, and how many of them have a publisher connected right now."""

@@ -37,6 +37,7 @@ class Upload:
     # Called in the upload thread after the object is stored (e.g. to index a segment).
     then: Callable[[], None] | None = None
     queued_at: float = field(default_factory=time.monotonic)
+    nbytes: int = 0  # set when queued
 
     @property
     def size(self) -> int:
@@ -53,6 +54,7 @@ class UploaderStats:
     latency_sum_s: float = 0.0
     skipped_playlists: int = 0
     failures: int = 0
+    backlog_bytes: int = 0  # queued or uploading
     latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
 
 
@@ -71,6 +73,7 @@ class Uploader:
         self._lock = threading.Lock()
         self._lanes: dict[str, deque[Upload]] = {}
         self._running: set[str] = set()
+        self._uploading: dict[str, Upload] = {}  # by lane: the upload in flight (or retrying)
         self._idle_callbacks: dict[str, list[Callable[[], None]]] = {}
         self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -80,7 +83,9 @@ class Uploader:
 
     def put(self, lane: str, upload: Upload) -> None:
         """Queue an upload at the end of its lane."""
+        upload.nbytes = upload.size
         with self._lock:
+            self.stats.backlog_bytes += upload.nbytes
             self._lanes.setdefault(lane, deque()).append(upload)
             if lane not in self._running:
                 self._running.add(lane)
@@ -91,6 +96,14 @@ class Uploader:
             if lane is not None:
                 return len(self._lanes.get(lane, ()))
             return sum(len(q) for q in self._lanes.values())
+
+    def oldest_wait_s(self) -> float:
+        """How long the oldest upload still queued has waited: the uploads' lag behind the
+        live. Each lane is in order, so only lane heads are looked at."""
+        with self._lock:
+            heads = [u.queued_at for u in self._uploading.values()]
+            heads += [queue[0].queued_at for queue in self._lanes.values() if queue]
+        return time.monotonic() - min(heads) if heads else 0.0
 
     def when_idle(self, lane: str, callback: Callable[[], None]) -> None:
         """Call `callback` once the lane has nothing queued or uploading: now, or later from an
@@ -139,8 +152,15 @@ class Uploader:
                 # A newer version of the same playlist is already queued: this one is stale.
                 if upload.data is not None and any(u.key == upload.key for u in queue):
                     self.stats.skipped_playlists += 1
+                    self.stats.backlog_bytes -= upload.nbytes
                     continue
-            self._upload(lane, upload)
+                self._uploading[lane] = upload
+            try:
+                self._upload(lane, upload)
+            finally:
+                with self._lock:
+                    del self._uploading[lane]
+                    self.stats.backlog_bytes -= upload.nbytes
         for callback in callbacks:
             try:
                 callback()

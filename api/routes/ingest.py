@@ -28,6 +28,7 @@ router = APIRouter(tags=["ingest"])
         403: {"description": "unknown or revoked stream key"},
         409: {"description": "the key is already live"},
         422: {"description": "the body is not MPEG-TS audio/video"},
+        503: {"description": "the node takes no new live now (limit, or uploads behind)"},
     },
 )
 async def http_push(stream_key: str, request: Request, runtime: RuntimeDep) -> PushResult:
@@ -42,7 +43,8 @@ async def http_push(stream_key: str, request: Request, runtime: RuntimeDep) -> P
         )
     except PublishRefused as exc:
         log.warning("http push from %s refused: %s", peer, exc)
-        raise HTTPException(exc.http_status, str(exc)) from exc
+        headers = {"Retry-After": "60"} if exc.http_status == 503 else None
+        raise HTTPException(exc.http_status, str(exc), headers=headers) from exc
     received = 0
     reason = CLEAN_END
     timeout = runtime.settings.publisher_timeout.total_seconds()

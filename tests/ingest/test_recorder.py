@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ingest.errors import AlreadyLive, UnknownStreamKey
+from ingest.errors import AlreadyLive, NodeBusy, UnknownStreamKey
 from ingest.recorder import Recorder, RecorderConfig
 from storage import Catalog
 from storage.catalog import sqlite_url
@@ -27,7 +27,8 @@ def recorder(tmp_path, store):
 
 
 def room_key(recorder: Recorder) -> tuple[str, str]:
-    creator, _ = recorder.catalog.add_creator("c")
+    creators = recorder.catalog.creators()
+    creator = creators[0] if creators else recorder.catalog.add_creator("c")[0]
     room = recorder.catalog.add_room(creator_id=creator.id, title="t", kind="audio")
     return room.id, room.stream_key
 
@@ -143,3 +144,99 @@ def test_recordings_ending_on_a_stuck_store_do_not_hold_up_new_publishes(tmp_pat
         answered_in = asyncio.run(scenario())
         uploader.close(drain_timeout_s=0.1)
     assert answered_in < 2.0
+
+
+def _recorder(tmp_path, uploader: Uploader, **config) -> Recorder:
+    catalog = Catalog(sqlite_url(tmp_path / "c.db"))
+    catalog.create_schema()
+    return Recorder(
+        catalog=catalog,
+        uploader=uploader,
+        config=RecorderConfig(spool_dir=tmp_path / "spool", **config),
+    )
+
+
+def test_room_limit_refuses_new_lives_but_not_reconnects(tmp_path, store) -> None:
+    uploader = Uploader(store)
+    recorder = _recorder(tmp_path, uploader, max_live_rooms=2, reconnect_grace_s=30)
+    keys = [room_key(recorder)[1] for _ in range(3)]
+
+    async def scenario() -> None:
+        first = await recorder.open_publish("live", keys[0], "a")
+        second = await recorder.open_publish("live", keys[1], "b")
+        with pytest.raises(NodeBusy, match="2 rooms are live here") as refused:
+            await recorder.open_publish("live", keys[2], "c")
+        assert refused.value.http_status == 503
+        # The first publisher drops: its room waits in the grace and still counts, and its
+        # publisher coming back is let in even though the node is full.
+        await first.on_close("connection lost")
+        assert recorder.live_counts() == (2, 1)
+        back = await recorder.open_publish("live", keys[0], "a2")
+        assert back.state is first.state
+        with pytest.raises(NodeBusy):
+            await recorder.open_publish("live", keys[2], "c")
+        # No media reached these sessions, so they end as unreadable input and wait in the
+        # grace; an admin ending both frees their places.
+        for session in (back, second):
+            await session.on_close("unpublished")
+            await recorder.take_down(session.state.id)
+        third = await recorder.open_publish("live", keys[2], "c")  # room again
+        await third.on_close("unpublished")
+
+    asyncio.run(scenario())
+    assert recorder.refused_busy == 2
+    assert recorder._claims == {}  # one lock per room ever was a leak
+    uploader.close()
+
+
+def test_uploads_far_behind_refuse_new_lives(tmp_path, store) -> None:
+    """The store fails every upload: once the oldest waiting upload is older than the lag
+    limit, a new live is refused with the reason, and it is let in again when the store is
+    back and the backlog is gone."""
+    from storage import ObjectStore, StoreConfig
+    from storage.uploader import Upload
+    from tests.utils.faulty_proxy import FaultyProxy
+
+    with FaultyProxy(store.config.endpoint_url, failures=10**6) as proxy:
+        down = ObjectStore(
+            StoreConfig(**{**store.config.__dict__, "endpoint_url": proxy.url, "max_attempts": 1})
+        )
+        uploader = Uploader(down, max_backoff_s=0.1)
+        recorder = _recorder(tmp_path, uploader, max_upload_lag_s=0.5, reconnect_grace_s=0)
+        keys = [room_key(recorder)[1] for _ in range(2)]
+
+        async def scenario() -> None:
+            uploader.put("earlier-live", Upload(key="waiting/segment.ts", data=b"x" * 1000))
+            assert uploader.stats.backlog_bytes == 1000
+            await asyncio.sleep(0.7)
+            with pytest.raises(NodeBusy, match=r"uploads to the store are \d+ s behind"):
+                await recorder.open_publish("live", keys[0], "a")
+            proxy.failures_left = 0  # the store is back
+            await asyncio.to_thread(uploader.wait_idle, "earlier-live", 20)
+            assert uploader.stats.backlog_bytes == 0
+            session = await recorder.open_publish("live", keys[1], "b")
+            await session.on_close("unpublished")
+
+        asyncio.run(scenario())
+        uploader.close()
+
+
+def test_a_large_backlog_refuses_new_lives(tmp_path, store) -> None:
+    from storage import ObjectStore, StoreConfig
+    from storage.uploader import Upload
+    from tests.utils.faulty_proxy import FaultyProxy
+
+    with FaultyProxy(store.config.endpoint_url, failures=10**6) as proxy:
+        down = ObjectStore(
+            StoreConfig(**{**store.config.__dict__, "endpoint_url": proxy.url, "max_attempts": 1})
+        )
+        uploader = Uploader(down, max_backoff_s=0.1)
+        recorder = _recorder(tmp_path, uploader, max_upload_backlog_bytes=3 << 20)
+        _, key = room_key(recorder)
+        for i in range(4):
+            uploader.put("earlier-live", Upload(key=f"waiting/{i}.ts", data=b"x" * (1 << 20)))
+        with pytest.raises(NodeBusy, match=r"4 MB of media wait for the store \(max_upload_"):
+            asyncio.run(recorder.open_publish("live", key, "a"))
+        proxy.failures_left = 0
+        assert uploader.wait_idle("earlier-live", 20)
+        uploader.close()
