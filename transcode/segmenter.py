@@ -5,7 +5,9 @@ the calling thread, which must not be the event loop's: `run()` blocks until the
 
 Renditions:
 - `source`: every stream, copied. Video rooms cut at the first keyframe at or after the target
-  duration; audio-only rooms cut on time (every audio frame is a sync point).
+  duration; audio-only rooms cut on time (every audio frame is a sync point). A video room whose
+  video stops (the host turned the camera off) cuts on time too, once no video has come for
+  `CAMERA_OFF_S`: otherwise one segment would grow until the camera came back.
 - `audio`: the audio track alone, for video rooms, cut at the same instants as `source`, so a
   listener can follow a video room as audio and players can switch between the two.
 
@@ -16,6 +18,7 @@ Each closed segment is reported through `on_segment` with its exact media start 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 # Small probe: a live input must not wait seconds of media before its first packet is read.
 # 32 KB / 0.5 s was measured to open live-paced FLV in ~0.2 s instead of 1.3-4.7 s by default.
 PROBE_OPTIONS = {"probesize": "32768", "analyzeduration": "500000"}
+# No video for this long (media time) while audio goes on: the camera is off, cut on audio. Far
+# above any live frame interval, well under a segment.
+CAMERA_OFF_S = 1.0
 # Keep the input's timestamps: segments of one recording form one continuous timeline.
 TS_OPTIONS = {"mpegts_copyts": "1"}
 
@@ -164,6 +170,7 @@ class Segmenter:
             out.open(self.sequence)
         cut_at: float | None = None  # where `source` was cut; `audio` follows at the next frame
         last_dts: dict[int, float] = {}
+        last_video = -math.inf  # media time of the last video packet
         scales: dict[Fraction, float] = {}
         try:
             for packet in container.demux(*source.inputs):
@@ -200,10 +207,16 @@ class Segmenter:
                     cut_at = None
                 last_dts[index] = dts
                 is_video = video is not None and index == video.index
+                if is_video:
+                    last_video = t
                 if (
                     source.start is not None
                     and t - source.start >= self.target_s - 0.001
-                    and ((is_video and packet.is_keyframe) or video is None)
+                    and (
+                        (is_video and packet.is_keyframe)
+                        or video is None
+                        or (not is_video and t - last_video >= CAMERA_OFF_S)
+                    )
                 ):
                     self._close(source, next_start=t)
                     self.sequence += 1

@@ -119,3 +119,26 @@ def test_garbage_is_a_transcode_error(tmp_path) -> None:
     garbage.write_bytes(b"this is not flv at all" * 100)
     with pytest.raises(TranscodeError, match="cannot read the input as flv"):
         segment(garbage, tmp_path / "out")
+
+
+def test_camera_off_mid_publish_is_cut_on_time_and_back_on_at_a_keyframe(av_flv, tmp_path):
+    """The host turns the camera off from 3 s to 8 s (no video tags, audio goes on): segments
+    stay near the target instead of one 5 s segment, and video comes back at a keyframe."""
+    tags = [
+        t for t in read_tags(av_flv) if not (t.type_id == 9 and 3000 <= t.timestamp < 8000)
+    ]
+    camera_off = write_flv(tmp_path / "camera-off.flv", tags)
+    _, segments = segment(camera_off, tmp_path / "out")
+    source, audio = of(segments, "source"), of(segments, "audio")
+    assert sum(s.duration_s for s in source) == pytest.approx(10, abs=0.1)
+    # Cut on time while the camera is off (before this, one segment ran from 2 s to 10 s);
+    # once it is back, at the first keyframe past the target again (8 s is 1.94 s into the
+    # segment, so the cut waits for the one at 10 s).
+    assert [round(s.start_s) for s in source] == [0, 2, 4, 6]
+    assert max(s.duration_s for s in source) < 2 * 2.0 + 0.1
+    assert [s.sequence for s in audio] == [s.sequence for s in source]
+    for seg in source:  # every segment opens on its own: audio only, or a keyframe first
+        with av.open(str(seg.path)) as c:
+            if c.streams.video and any(p.size for p in c.demux(c.streams.video[0])):
+                assert first_video_frame_is_key(seg.path), seg
+    assert not any(s.discontinuity for s in segments)
