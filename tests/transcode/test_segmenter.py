@@ -124,9 +124,7 @@ def test_garbage_is_a_transcode_error(tmp_path) -> None:
 def test_camera_off_mid_publish_is_cut_on_time_and_back_on_at_a_keyframe(av_flv, tmp_path):
     """The host turns the camera off from 3 s to 8 s (no video tags, audio goes on): segments
     stay near the target instead of one 5 s segment, and video comes back at a keyframe."""
-    tags = [
-        t for t in read_tags(av_flv) if not (t.type_id == 9 and 3000 <= t.timestamp < 8000)
-    ]
+    tags = [t for t in read_tags(av_flv) if not (t.type_id == 9 and 3000 <= t.timestamp < 8000)]
     camera_off = write_flv(tmp_path / "camera-off.flv", tags)
     _, segments = segment(camera_off, tmp_path / "out")
     source, audio = of(segments, "source"), of(segments, "audio")
