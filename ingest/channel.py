@@ -8,9 +8,9 @@ Wake-ups are batched. Waking a reader thread costs far more than the bytes it is
 condition notify, a GIL hand-over, a context switch): with one wake-up per RTMP message, 100
 audio rooms spent a quarter of the process's time in `Condition.notify`. A waiting reader is
 woken at once when `wake_bytes` are buffered, otherwise `wake_delay_s` after the first byte it
-has not seen. A 64 kb/s audio room is woken ~10 times a second instead of ~47, a 2.5 Mb/s video
-room ~20 instead of ~77. The delay adds at most `wake_delay_s` (0.1 s) to a segment's
-visibility, against 2 s segments.
+has not seen: 10 times a second at most below ~20 Mb/s, instead of once per message (~47 for a
+64 kb/s audio room, ~77 for a 2.5 Mb/s video room). The delay adds at most `wake_delay_s`
+(0.1 s) to a segment's visibility, against 2 s segments.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections import deque
 
 from ingest.errors import IngestError
 
-WAKE_BYTES = 16 << 10
+WAKE_BYTES = 256 << 10
 WAKE_DELAY_S = 0.1
 
 

@@ -16,7 +16,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, insert, inspect, select, text, update
+from sqlalchemy import (
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -804,27 +814,26 @@ class Catalog:
         return outcomes
 
     def _insert_segments(self, rows: Sequence[dict[str, Any]]) -> None:
-        totals: dict[str, list[float]] = {}
+        totals: dict[str, dict[str, Any]] = {}
         for row in rows:
-            total = totals.setdefault(row["recording_id"], [0, 0, 0.0])
-            total[0] += 1
-            total[1] += row["size_bytes"]
+            total = totals.get(row["recording_id"])
+            if total is None:
+                total = totals[row["recording_id"]] = {
+                    "rid": row["recording_id"],
+                    "n": 0,
+                    "size": 0,
+                    "media_s": 0.0,
+                }
+            total["n"] += 1
+            total["size"] += row["size_bytes"]
             if row["rendition"] == SOURCE:
-                total[2] += row["duration_s"]
+                total["media_s"] += row["duration_s"]
         with self.engine.begin() as conn:
-            conn.execute(insert(Segment), [{"discontinuity": False} | row for row in rows])
-            for recording_id, (count, size, media_s) in totals.items():
-                done = conn.execute(
-                    update(Recording)
-                    .where(Recording.id == recording_id)
-                    .values(
-                        object_count=Recording.object_count + count,
-                        byte_count=Recording.byte_count + size,
-                        media_s=Recording.media_s + media_s,
-                    )
-                )
-                if done.rowcount == 0:  # SQLite checks the foreign key only when it is on
-                    raise IntegrityError("segments", recording_id, KeyError(recording_id))
+            conn.execute(_INSERT_SEGMENT, [{"discontinuity": False} | row for row in rows])
+            done = conn.execute(_COUNT_SEGMENTS, list(totals.values()))
+            # SQLite checks foreign keys only when they are on: a gone recording updates nothing.
+            if done.rowcount != len(totals):
+                raise IntegrityError("segments", list(totals), KeyError("recording"))
 
     def find_segments(
         self,
@@ -913,6 +922,19 @@ def _iso(moment: datetime | None) -> str | None:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+# Built once: building and hashing the statement cost more than running it, per segment.
+_INSERT_SEGMENT = insert(Segment)
+_COUNT_SEGMENTS = (
+    update(Recording)
+    .where(Recording.id == bindparam("rid"))
+    .values(
+        object_count=Recording.object_count + bindparam("n"),
+        byte_count=Recording.byte_count + bindparam("size"),
+        media_s=Recording.media_s + bindparam("media_s"),
+    )
+)
 
 
 def _missing_or(catalog: Catalog, row: dict[str, Any]) -> BaseException:
