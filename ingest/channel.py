@@ -9,8 +9,13 @@ condition notify, a GIL hand-over, a context switch): with one wake-up per RTMP 
 audio rooms spent a quarter of the process's time in `Condition.notify`. A waiting reader is
 woken at once when `wake_bytes` are buffered, otherwise `wake_delay_s` after the first byte it
 has not seen: 10 times a second at most below ~20 Mb/s, instead of once per message (~47 for a
-64 kb/s audio room, ~77 for a 2.5 Mb/s video room). The delay adds at most `wake_delay_s`
-(0.1 s) to a segment's visibility, against 2 s segments.
+64 kb/s audio room, ~77 for a 2.5 Mb/s video room).
+
+Better still, the reader may say when it next needs data (`wake_at`: the segmenter's next cut,
+on the media timeline) and the writer says what media time its bytes carry (RTMP knows it per
+message): bytes before that time are handed over only every `hinted_delay_s` (1 s), and the
+message that reaches it wakes the reader at once. A room with 2 s segments then wakes its
+segmenter about twice a second, and a segment closes as soon as its last packet is in.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from ingest.errors import IngestError
 
 WAKE_BYTES = 256 << 10
 WAKE_DELAY_S = 0.1
+# While the reader has said when it next needs data (`wake_at`), the bytes before that wait longer.
+HINTED_DELAY_S = 1.0
 
 
 class ChannelClosed(IngestError):
@@ -37,11 +44,14 @@ class ByteChannel:
         max_bytes: int = 4 << 20,
         wake_bytes: int = WAKE_BYTES,
         wake_delay_s: float = WAKE_DELAY_S,
+        hinted_delay_s: float = HINTED_DELAY_S,
     ) -> None:
         self._loop = loop
         self._max = max_bytes
         self._wake_bytes = min(wake_bytes, max_bytes)
         self._wake_delay_s = wake_delay_s
+        self._hinted_delay_s = hinted_delay_s
+        self._wake_at: float | None = None  # media seconds, from the reader
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._closed = False  # by the writer: no more data
@@ -53,13 +63,15 @@ class ByteChannel:
 
     # -- event loop side ------------------------------------------------------------------------
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, media_s: float | None = None) -> None:
+        """Append, waiting while the pipe is full. `media_s`: the media time these bytes carry
+        (RTMP knows it per message), checked against the reader's `wake_at`."""
         while True:
             with self._cond:
                 if self._abandoned:
                     raise ChannelClosed("the reader stopped")
                 if self._size < self._max:
-                    self._append(data)
+                    self._append(data, media_s)
                     return
                 space = self._space = asyncio.Event()
             await space.wait()
@@ -82,16 +94,26 @@ class ByteChannel:
     def buffered(self) -> int:
         return self._size
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes, media_s: float | None = None) -> None:
         """Holding the lock."""
         self._chunks.append(data)
         self._size += len(data)
         if not self._reader_waiting:
             return  # it is busy and will find the bytes when it next reads
-        if self._size >= self._wake_bytes or not self._on_loop():
+        wake_at = self._wake_at
+        if wake_at is not None and media_s is not None and media_s >= wake_at:
+            # What the reader waits for has come. One shot: until it says again, bytes come
+            # in 100 ms batches (a keyframe later than the target is not seen a second late).
+            self._wake_at = None
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
+                self._wake_timer = None
+            self._cond.notify()
+        elif self._size >= self._wake_bytes or not self._on_loop():
             self._cond.notify()
         elif self._wake_timer is None:
-            self._wake_timer = self._loop.call_later(self._wake_delay_s, self._wake_reader)
+            delay = self._wake_delay_s if wake_at is None else self._hinted_delay_s
+            self._wake_timer = self._loop.call_later(delay, self._wake_reader)
 
     def _on_loop(self) -> bool:
         """Timers are the loop's; a write from another thread (the ladder's first bytes, from
@@ -108,6 +130,13 @@ class ByteChannel:
                 self._cond.notify()
 
     # -- reader thread side (a file-like object for PyAV) ---------------------------------------
+
+    def wake_at(self, media_s: float) -> None:
+        """The reader needs nothing before media time `media_s` (the segmenter's next cut):
+        until bytes of that time are written, it is woken only every `hinted_delay_s` (or at
+        `wake_bytes`)."""
+        with self._cond:
+            self._wake_at = media_s
 
     def read(self, n: int = -1) -> bytes:
         with self._cond:

@@ -565,6 +565,7 @@ class PublishSession:
             audio_rendition=self.recorder.config.audio_rendition,
             on_start=self._on_start,
             on_segment=lambda seg: self.recorder.on_segment(self.state, self, seg),
+            on_next_cut=self.channel.wake_at,
             label=f"room {self.state.room.id} recording {self.state.id}",
         )
         self._discontinuity = discontinuity
@@ -675,7 +676,8 @@ class PublishSession:
         if not self._started_flv:
             self._started_flv = True
             await self.write(flv.HEADER)
-        await self.write(flv.tag(type_id, timestamp_ms, payload))
+        # FLV timestamps are the demuxer's (time base 1/1000): the segmenter's timeline.
+        await self.write(flv.tag(type_id, timestamp_ms, payload), timestamp_ms / 1000)
 
     async def on_close(self, reason: str) -> None:
         self.channel.close()
@@ -693,11 +695,11 @@ class PublishSession:
 
     # -- HTTP push and shared ------------------------------------------------------------------
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, media_s: float | None = None) -> None:
         if self._wall_start is None:
             self._wall_start = self.recorder.now()
         try:
-            await self.channel.write(data)
+            await self.channel.write(data, media_s)
             if self._ladder_prefix is not None or self._ladder_feed is not None:
                 self._feed_ladder(data)
         except ChannelClosed as exc:

@@ -124,6 +124,7 @@ class Segmenter:
         audio_rendition: bool = True,
         on_start: Callable[[StreamInfo], None] = lambda info: None,
         on_segment: Callable[[SegmentClosed], None] = lambda seg: None,
+        on_next_cut: Callable[[float], None] = lambda t: None,
         label: str = "",
     ) -> None:
         self.source = source
@@ -138,6 +139,9 @@ class Segmenter:
         self.audio_rendition = audio_rendition
         self.on_start = on_start
         self.on_segment = on_segment
+        # Told, once per segment, the earliest media time at which it may close: a live
+        # source can hold the bytes before that back and hand them over in fewer, bigger reads.
+        self.on_next_cut = on_next_cut
         self.label = label or str(directory)
 
     def run(self) -> None:
@@ -171,6 +175,7 @@ class Segmenter:
         cut_at: float | None = None  # where `source` was cut; `audio` follows at the next frame
         last_dts: dict[int, float] = {}
         last_video = -math.inf  # media time of the last video packet
+        hinted = -1  # the segment whose earliest cut was told to `on_next_cut`
         scales: dict[Fraction, float] = {}
         try:
             for packet in container.demux(*source.inputs):
@@ -224,6 +229,9 @@ class Segmenter:
                     cut_at = t
                 pts, dts_tb = packet.pts, packet.dts
                 source.write(packet, index, t, end)
+                if hinted != source.sequence:
+                    hinted = source.sequence
+                    self.on_next_cut(t + self.target_s - 0.001)
                 if extra and not is_video:
                     out = extra[0]
                     if cut_at is not None and out.start is not None and t >= cut_at:

@@ -97,3 +97,40 @@ def test_a_full_channel_makes_the_writer_wait_and_abandon_stops_it() -> None:
             await channel.write(b"z")
 
     asyncio.run(main())
+
+
+def test_the_reader_is_woken_when_the_media_time_it_waits_for_arrives() -> None:
+    """The segmenter's next cut is at 2.0 s of media: messages before it are held (up to the
+    hinted delay), the one at 2.0 s wakes the reader at once, and then 100 ms batching
+    resumes until the next hint."""
+
+    async def main() -> tuple[list[tuple[float, bytes]], float]:
+        channel = ByteChannel(
+            asyncio.get_running_loop(), wake_delay_s=0.1, hinted_delay_s=30.0, wake_bytes=1 << 20
+        )
+        got: list[tuple[float, bytes]] = []
+        channel.wake_at(2.0)
+        thread = _reader(channel, got)
+        await asyncio.sleep(0.05)
+        for i in range(20):  # 0.0 .. 1.9 s of media, sent quickly
+            await channel.write(bytes([i]) * 100, media_s=i / 10)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        held = not got  # nothing handed over before the cut time, though 0.4 s went by
+        sent = time.monotonic()
+        await channel.write(b"\xff" * 100, media_s=2.0)
+        while not got:
+            await asyncio.sleep(0.001)
+        woke_after = got[0][0] - sent
+        assert held
+        await channel.write(b"\xfe" * 100, media_s=2.02)  # no hint now: a 100 ms batch
+        while sum(len(c) for _, c in got) < 2200:
+            await asyncio.sleep(0.005)
+        channel.close()
+        await asyncio.to_thread(thread.join, 10)
+        return got, woke_after
+
+    got, woke_after = asyncio.run(main())
+    assert woke_after < 1.0  # at once, not after the 30 s hinted delay
+    data = b"".join(chunk for _, chunk in got)
+    assert data == b"".join(bytes([i]) * 100 for i in range(20)) + b"\xff" * 100 + b"\xfe" * 100
