@@ -152,7 +152,7 @@ def assemble(
     now: Callable[[], datetime] = utcnow,
 ) -> Runtime:
     """The parts of a running afterlive around a ready store and catalog."""
-    uploader = Uploader(store)
+    uploader = Uploader(store, workers=settings.upload_workers)
     recorder = Recorder(
         catalog=catalog,
         uploader=uploader,

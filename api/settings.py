@@ -101,7 +101,9 @@ class Settings(BaseSettings):
     # New lives are refused while this much media (MB) waits in the spool for the store, or
     # while the oldest waiting upload is this far behind: the lives already in come first.
     max_upload_backlog_mb: int = Field(2048, ge=1)
-    max_upload_lag: Duration = timedelta(seconds=30)
+    max_upload_lag: Duration = timedelta(seconds=10)
+    # Uploads in flight at once, over all rooms (each room's own are in order).
+    upload_workers: int = Field(32, ge=1, le=256)
     # Optional transcoded renditions, e.g. "720p,480p,360p": a whole machine per room (FACTS).
     ladder: Annotated[list[int], NoDecode] = Field(default_factory=list)
     admin_token: SecretStr | None = None

@@ -69,7 +69,7 @@ class RecorderConfig:
     # Refuse new lives while this much media waits for the store, or while uploads are this far
     # behind: the node is overloaded or the store is down, and the lives it has come first.
     max_upload_backlog_bytes: int = 2 << 30
-    max_upload_lag_s: float = 30.0
+    max_upload_lag_s: float = 10.0
 
 
 @dataclass(kw_only=True)
