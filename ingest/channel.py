@@ -7,15 +7,18 @@ writer has closed and everything was read.
 Wake-ups are batched. Waking a reader thread costs far more than the bytes it is given (a
 condition notify, a GIL hand-over, a context switch): with one wake-up per RTMP message, 100
 audio rooms spent a quarter of the process's time in `Condition.notify`. A waiting reader is
-woken at once when `wake_bytes` are buffered, otherwise `wake_delay_s` after the first byte it
-has not seen: 10 times a second at most below ~20 Mb/s, instead of once per message (~47 for a
-64 kb/s audio room, ~77 for a 2.5 Mb/s video room).
+woken at once when `wake_bytes` (16 KB) are buffered, otherwise `wake_delay_s` (0.1 s) after
+the first byte it has not seen, instead of once per message (~47 a second for a 64 kb/s audio
+room, ~77 for a 2.5 Mb/s video room).
 
 Better still, the reader may say when it next needs data (`wake_at`: the segmenter's next cut,
 on the media timeline) and the writer says what media time its bytes carry (RTMP knows it per
-message): bytes before that time are handed over only every `hinted_delay_s` (1 s), and the
-message that reaches it wakes the reader at once. A room with 2 s segments then wakes its
-segmenter about twice a second, and a segment closes as soon as its last packet is in.
+message): bytes before that time are handed over only every `hinted_delay_s` (1 s) or at
+`wake_bytes`, and the message that reaches it wakes the reader at once. An audio room then
+wakes its segmenter about twice a second, a 2.5 Mb/s video room ~20 times, and a segment closes
+as soon as its last packet is in. `wake_bytes` stays small on purpose: at 64 KB or 256 KB the
+reader met each cut with a backlog to chew through first, and a video segment's p95 visibility
+went from 39 ms to ~125 ms (bench/ingest.py), with no gain in rooms per machine.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections import deque
 
 from ingest.errors import IngestError
 
-WAKE_BYTES = 256 << 10
+WAKE_BYTES = 16 << 10
 WAKE_DELAY_S = 0.1
 # While the reader has said when it next needs data (`wake_at`), the bytes before that wait longer.
 HINTED_DELAY_S = 1.0

@@ -175,7 +175,8 @@ class Segmenter:
         cut_at: float | None = None  # where `source` was cut; `audio` follows at the next frame
         last_dts: dict[int, float] = {}
         last_video = -math.inf  # media time of the last video packet
-        hinted = -1  # the segment whose earliest cut was told to `on_next_cut`
+        hinted: float | None = None  # the media time last told to `on_next_cut`
+        early_cut = self.target_s - 0.001
         scales: dict[Fraction, float] = {}
         try:
             for packet in container.demux(*source.inputs):
@@ -229,9 +230,6 @@ class Segmenter:
                     cut_at = t
                 pts, dts_tb = packet.pts, packet.dts
                 source.write(packet, index, t, end)
-                if hinted != source.sequence:
-                    hinted = source.sequence
-                    self.on_next_cut(t + self.target_s - 0.001)
                 if extra and not is_video:
                     out = extra[0]
                     if cut_at is not None and out.start is not None and t >= cut_at:
@@ -241,6 +239,12 @@ class Segmenter:
                     # Muxing rescaled the packet in place: give it back its input timing.
                     packet.pts, packet.dts, packet.time_base = pts, dts_tb, tb
                     out.write(packet, index, t, end)
+                # The next time a segment can close: the audio rendition's pending cut (the
+                # next audio frame), else the source's earliest.
+                due = cut_at if extra and cut_at is not None else source.start + early_cut
+                if due != hinted:
+                    hinted = due
+                    self.on_next_cut(due)
         except av.error.FFmpegError as exc:
             log.warning("%s: input ended with an error: %s", self.label, exc)
         except OSError as exc:

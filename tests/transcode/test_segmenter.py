@@ -140,3 +140,17 @@ def test_camera_off_mid_publish_is_cut_on_time_and_back_on_at_a_keyframe(av_flv,
             if c.streams.video and any(p.size for p in c.demux(c.streams.video[0])):
                 assert first_video_frame_is_key(seg.path), seg
     assert not any(s.discontinuity for s in segments)
+
+
+def test_next_cut_hints_follow_both_renditions(av_flv, tmp_path) -> None:
+    """What the segmenter tells its source about when it next needs data: after a cut of the
+    source, the audio rendition's cut (the next audio frame), then the source's earliest next
+    cut a target later. A live channel holds bytes back until then."""
+    hints: list[float] = []
+    _, segments = segment(av_flv, tmp_path, on_next_cut=hints.append)
+    source = of(segments, "source")
+    for seg in source[1:]:
+        at = hints.index(seg.start_s)  # the audio rendition's pending cut
+        assert hints[at + 1] == pytest.approx(seg.start_s + 2.0 - 0.001)
+    assert hints[0] == pytest.approx(source[0].start_s + 2.0 - 0.001)
+    assert hints == sorted(hints)
