@@ -51,7 +51,6 @@ class NodeBusy(PublishRefused):
             code="NetStream.Publish.Denied",
             http_status=503,
         )
-        self.why = why
 
 
 class TakenDown(ProtocolError):

@@ -78,8 +78,6 @@ class SegmentIndexer:
         """A writer whose own row is in: the first row still queued writes the next batch, so
         no upload thread writes others' rows for longer than one transaction."""
         with self._lock:
-            if not self._writing:
-                return
             if not self._queue:
                 self._writing = False
                 return

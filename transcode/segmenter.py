@@ -139,8 +139,9 @@ class Segmenter:
         self.audio_rendition = audio_rendition
         self.on_start = on_start
         self.on_segment = on_segment
-        # Told, once per segment, the earliest media time at which it may close: a live
-        # source can hold the bytes before that back and hand them over in fewer, bigger reads.
+        # Told the next media time at which a segment may close (the audio rendition's pending
+        # cut, then the source's earliest): a live source can hold the bytes before that back
+        # and hand them over in fewer, bigger reads.
         self.on_next_cut = on_next_cut
         self.label = label or str(directory)
 
@@ -176,7 +177,7 @@ class Segmenter:
         last_dts: dict[int, float] = {}
         last_video = -math.inf  # media time of the last video packet
         hinted: float | None = None  # the media time last told to `on_next_cut`
-        early_cut = self.target_s - 0.001
+        early_cut = self.target_s - 0.001  # how long a segment must be before a cut
         scales: dict[Fraction, float] = {}
         try:
             for packet in container.demux(*source.inputs):
@@ -217,7 +218,7 @@ class Segmenter:
                     last_video = t
                 if (
                     source.start is not None
-                    and t - source.start >= self.target_s - 0.001
+                    and t - source.start >= early_cut
                     and (
                         (is_video and packet.is_keyframe)
                         or video is None
