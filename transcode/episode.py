@@ -31,7 +31,7 @@ the excess (costs one more encode of that file, only then).
 
 Loudness: when the measured peak plus the gain overshoots the ceiling by more than
 `LIMITER_CHECK_DB`, limiting takes loudness with it: limiter checks (measuring passes through
-gain + limiter, two gains per pass in two filtergraphs, i.e. on both cores, loudness only)
+gain + limiter, two gains per pass in two ffmpeg processes, i.e. on both cores, loudness only)
 correct the gain before encoding. The first check measures two gains above pass 1's
 (`LIMITER_FIRST_STEPS_DB`), later ones either side of the gain interpolated from those; a
 limiter driven hard does not answer linearly, so only a measured gain is used. LAME's CBR
@@ -76,6 +76,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -110,8 +111,8 @@ CODEC_HEADROOM_DB = 1.8
 LIMITER_CHECK_DB = 4.0
 MAX_LIMITER_PASSES = 3
 LIMITER_TOLERANCE_LU = 0.3
-# The gains above pass 1's that the first limiter check measures (one filtergraph each, so the
-# two run on two cores). The check runs when the loss is over ~0.2 LU; at 4.5 dB of overshoot
+# The gains above pass 1's that the first limiter check measures (one ffmpeg each, so the two
+# run on two cores). The check runs when the loss is over ~0.2 LU; at 4.5 dB of overshoot
 # (the benchmark's programme) it measured 0.8 LU, and each dB more gain then added only 0.2 to
 # 0.5 LU: +0.5 lands mild cases, +1.5 the benchmark's, in one check.
 LIMITER_FIRST_STEPS_DB = (0.5, 1.5)
@@ -436,7 +437,7 @@ class _Renderer:
         # Heavy limiting ahead: measure what it leaves and make up the loss. A limiter driven
         # hard does not answer linearly (more gain can even measure quieter), so only a gain
         # that was measured is used: the one that came closest. Each check measures two gains at
-        # once, each in its own filtergraph (its own thread: both cores).
+        # once, each in its own ffmpeg (both cores).
         tried: list[tuple[float, float, float]] = []  # (miss in LU, gain, loudness)
 
         def best(tried: list[tuple[float, float, float]]) -> tuple[float, float, float]:
@@ -469,20 +470,26 @@ class _Renderer:
     def _measure(
         self, gains: list[float | None], *, ceiling_db: float, stage: Callable[[float], None]
     ) -> list[Loudness]:
-        """The programme metered at each of `gains` (None: as it is, without the limiter), in one
-        ffmpeg with one filtergraph per gain: the decoders feed them all, each runs on its own
-        thread. Only the loudness is wanted here, so the meters read sample peaks: oversampling
-        for the true peak would double the cost of the pass."""
-        args = list(self.inputs)
-        for i, gain in enumerate(gains):
+        """The programme metered at each of `gains` (None: as it is, without the limiter), one
+        ffmpeg per gain, run at once (decoding again is cheap, and each uses its own core). Not
+        one ffmpeg with a filtergraph per gain: graphs end on their own threads, and two meters
+        printing their summaries at once interleave them past telling apart. Only the loudness
+        is wanted here, so the meters read sample peaks: oversampling for the true peak would
+        double the cost of the pass."""
+
+        def measure(i: int, gain: float | None) -> Loudness:
             chain = "anull" if gain is None else _gain_chain(gain, ceiling_db)
             meter = f"ebur128@m{i}=peak=sample:framelog=quiet"
             graph = self.graph(prefix=f"g{i}")
-            args += ["-filter_complex", f"{graph};[g{i}prog]{chain},{meter}[m{i}]"]
-        for i in range(len(gains)):
+            args = [*self.inputs, "-filter_complex", f"{graph};[g{i}prog]{chain},{meter}[m{i}]"]
             args += ["-map", f"[m{i}]", "-f", "null", "-"]
-        stderr = _run_ffmpeg(args, self.duration_s, stage, self.label)
-        return [_parse_summary(stderr, self.label, f"m{i}") for i in range(len(gains))]
+            stderr = _run_ffmpeg(args, self.duration_s, stage if i == 0 else _ignore, self.label)
+            return _parse_summary(stderr, self.label, f"m{i}")
+
+        if len(gains) == 1:
+            return [measure(0, gains[0])]
+        with ThreadPoolExecutor(len(gains), thread_name_prefix=f"measure-{self.label}") as pool:
+            return list(pool.map(measure, range(len(gains)), gains))
 
     def encode(self, gain_db: float, ceilings: dict[str, float]) -> dict[str, Loudness]:
         """Pass 2: gain, limiter and the encoders for the outputs in `ceilings`, in one decode,
@@ -538,14 +545,15 @@ class _Renderer:
                     "-f", "mp3", str(self.part_path("mp3")),
                 ]
                 # fmt: on
-        meters: list[str] = []
-        for n, kind in enumerate(kinds):
-            # Loopback decoder n reads output n's first stream; its meter has its own graph.
-            outputs += ["-dec", f"{n}:0"]
-            meters += [
-                "-filter_complex",
-                f"[dec:{n}]ebur128@{kind}=peak=true:framelog=quiet[{kind}_meter]",
-            ]
+        # Loopback decoder n reads output n's first stream. The meters share one filtergraph:
+        # graphs end on their own threads, and two meters printing their summaries at once
+        # interleave them past telling apart; one graph ends them one after the other.
+        outputs += [arg for n in range(len(kinds)) for arg in ("-dec", f"{n}:0")]
+        meter_chains = [
+            f"[dec:{n}]ebur128@{kind}=peak=true:framelog=quiet[{kind}_meter]"
+            for n, kind in enumerate(kinds)
+        ]
+        meters = ["-filter_complex", ";".join(meter_chains)]
         for kind in kinds:
             meters += ["-map", f"[{kind}_meter]", "-f", "null", "-"]
         started = time.monotonic()
@@ -830,6 +838,10 @@ def _interpolate_gain(tried: list[tuple[float, float]], target_lufs: float) -> f
     slope = (l1 - l0) / (g1 - g0) if g1 != g0 else 1.0
     slope = min(max(slope, 0.5), 1.0)
     return g0 + (target_lufs - l0) / slope
+
+
+def _ignore(_fraction: float) -> None:
+    """Progress of a parallel run that another run already reports."""
 
 
 def _run_ffmpeg(
