@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from ingest import flv
+from transcode import flv
 from ingest.channel import ByteChannel, ChannelClosed
 from ingest.errors import (
     AlreadyLive,

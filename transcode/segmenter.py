@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import av
 import av.error
@@ -112,11 +112,69 @@ class _Output:
 
 
 class Segmenter:
+    """Segments a byte stream (an HTTP push's MPEG-TS, a file) read by PyAV's demuxer."""
+
     def __init__(
         self,
         *,
         source: IO[bytes] | str,
         input_format: str,
+        directory: Path,
+        label: str = "",
+        **options: Any,
+    ) -> None:
+        self.source = source
+        self.input_format = input_format
+        self.directory = Path(directory)
+        self.label = label or str(directory)
+        self.options = options  # for PacketSegmenter
+
+    def run(self) -> None:
+        """Segment until the input ends; the last segment is closed and reported too."""
+        try:
+            container = av.open(self.source, format=self.input_format, options=PROBE_OPTIONS)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise TranscodeError(
+                f"{self.label}: cannot read the input as {self.input_format}: {exc}"
+            ) from exc
+        try:
+            video = next((s for s in container.streams.video), None)
+            audio = next((s for s in container.streams.audio), None)
+            segmenter = PacketSegmenter(
+                video=video,
+                audio=audio,
+                directory=self.directory,
+                label=self.label,
+                **self.options,
+            )
+            try:
+                for packet in container.demux(*segmenter.inputs):
+                    segmenter.push(packet, packet.stream.index)
+            except av.error.FFmpegError as exc:
+                log.warning("%s: input ended with an error: %s", self.label, exc)
+            except OSError as exc:
+                # PyAV's demuxer raises EIO when the publisher goes away mid-read.
+                log.info("%s: input closed: %s", self.label, exc)
+            finally:
+                segmenter.finish()
+        finally:
+            container.close()
+
+
+class PacketSegmenter:
+    """The cutting itself, fed packets one at a time (`push`): by a demuxer (`Segmenter`) or
+    straight from RTMP messages (`transcode.flv.FlvSegmenter`). Not thread-safe: one caller
+    at a time, in stream order.
+
+    `video` and `audio` are the input streams: templates for the output streams, and the
+    `index` each pushed packet names. Opening reports the renditions through `on_start`.
+    """
+
+    def __init__(
+        self,
+        *,
+        video: av.stream.Stream | None,
+        audio: av.stream.Stream | None,
         directory: Path,
         target_s: float = 2.0,
         first_sequence: int = 0,
@@ -127,134 +185,113 @@ class Segmenter:
         on_next_cut: Callable[[float], None] = lambda t: None,
         label: str = "",
     ) -> None:
-        self.source = source
-        self.input_format = input_format
         self.directory = Path(directory)
+        self.label = label or str(directory)
+        if video is None and audio is None:
+            raise TranscodeError(f"{self.label}: the input has neither audio nor video")
         self.target_s = target_s
         self.sequence = first_sequence
         self.first_sequence = first_sequence
         self._new_timeline: set[int] = set()  # sequences that start after a timestamp jump
         self.max_jump_s = max(10.0, 5 * target_s)
         self.discontinuity = discontinuity
-        self.audio_rendition = audio_rendition
-        self.on_start = on_start
         self.on_segment = on_segment
         # Told the next media time at which a segment may close (the audio rendition's pending
-        # cut, then the source's earliest): a live source can hold the bytes before that back
-        # and hand them over in fewer, bigger reads.
+        # cut, then the source's earliest): a live source can hold the media before that back
+        # and hand it over in fewer, bigger batches.
         self.on_next_cut = on_next_cut
-        self.label = label or str(directory)
-
-    def run(self) -> None:
-        """Segment until the input ends; the last segment is closed and reported too."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        try:
-            container = av.open(self.source, format=self.input_format, options=PROBE_OPTIONS)
-        except (av.error.FFmpegError, OSError) as exc:
-            raise TranscodeError(
-                f"{self.label}: cannot read the input as {self.input_format}: {exc}"
-            ) from exc
-        try:
-            self._segment(container)
-        finally:
-            container.close()
-
-    def _segment(self, container: av.container.InputContainer) -> None:
-        video = next((s for s in container.streams.video), None)
-        audio = next((s for s in container.streams.audio), None)
-        if video is None and audio is None:
-            raise TranscodeError(f"{self.label}: the input has neither audio nor video")
         info = _describe(video, audio)
-        outputs = [_Output("source", [s for s in (video, audio) if s is not None], self.directory)]
-        if video is not None and audio is not None and self.audio_rendition:
+        self.inputs = [s for s in (video, audio) if s is not None]
+        self._video_index = video.index if video is not None else None
+        outputs = [_Output("source", self.inputs, self.directory)]
+        if video is not None and audio is not None and audio_rendition:
             outputs.append(_Output("audio", [audio], self.directory))
+        self.outputs = outputs
         info.renditions = [o.name for o in outputs]
-        self.on_start(info)
-        source, extra = outputs[0], outputs[1:]
+        on_start(info)
+        self.directory.mkdir(parents=True, exist_ok=True)
         for out in outputs:
             out.open(self.sequence)
-        cut_at: float | None = None  # where `source` was cut; `audio` follows at the next frame
-        last_dts: dict[int, float] = {}
-        last_video = -math.inf  # media time of the last video packet
-        hinted: float | None = None  # the media time last told to `on_next_cut`
-        early_cut = self.target_s - 0.001  # how long a segment must be before a cut
-        scales: dict[Fraction, float] = {}
-        try:
-            for packet in container.demux(*source.inputs):
-                if packet.size == 0 or packet.pts is None or packet.dts is None:
-                    continue  # the flush packet at end of input, or a packet with no time
-                tb: Fraction = packet.time_base
-                # A float per time base, not Fraction arithmetic on every packet.
-                scale = scales.get(tb) or scales.setdefault(tb, float(tb))
-                t = packet.pts * scale
-                end = t + (packet.duration or 0) * scale
-                index = packet.stream.index
-                dts = packet.dts * scale
-                previous = last_dts.get(index)
-                if previous is not None and not 0 <= dts - previous <= self.max_jump_s:
-                    # The publisher's clock jumped (a bug, a restarted encoder, a 32-bit wrap).
-                    # The TS muxer refuses time going back, and a leap would make one segment
-                    # last an hour: start new segments on the new timeline, after a
-                    # discontinuity, and keep recording.
-                    log.warning(
-                        "%s: timestamps jumped %+.3f s on stream %d; segment %d starts "
-                        "a new timeline",
-                        self.label,
-                        dts - previous,
-                        index,
-                        self.sequence + 1,
-                    )
-                    for out in outputs:
-                        self._finish(out)
-                    self.sequence += 1
-                    self._new_timeline.add(self.sequence)
-                    for out in outputs:
-                        out.open(self.sequence)
-                    last_dts.clear()
-                    cut_at = None
-                last_dts[index] = dts
-                is_video = video is not None and index == video.index
-                if is_video:
-                    last_video = t
-                if (
-                    source.start is not None
-                    and t - source.start >= early_cut
-                    and (
-                        (is_video and packet.is_keyframe)
-                        or video is None
-                        or (not is_video and t - last_video >= CAMERA_OFF_S)
-                    )
-                ):
-                    self._close(source, next_start=t)
-                    self.sequence += 1
-                    source.open(self.sequence)
-                    cut_at = t
-                pts, dts_tb = packet.pts, packet.dts
-                source.write(packet, index, t, end)
-                if extra and not is_video:
-                    out = extra[0]
-                    if cut_at is not None and out.start is not None and t >= cut_at:
-                        self._close(out, next_start=t)
-                        out.open(source.sequence)
-                        cut_at = None
-                    # Muxing rescaled the packet in place: give it back its input timing.
-                    packet.pts, packet.dts, packet.time_base = pts, dts_tb, tb
-                    out.write(packet, index, t, end)
-                # The next time a segment can close: the audio rendition's pending cut (the
-                # next audio frame), else the source's earliest.
-                due = cut_at if extra and cut_at is not None else source.start + early_cut
-                if due != hinted:
-                    hinted = due
-                    self.on_next_cut(due)
-        except av.error.FFmpegError as exc:
-            log.warning("%s: input ended with an error: %s", self.label, exc)
-        except OSError as exc:
-            # PyAV's demuxer raises EIO when the publisher goes away mid-read.
-            log.info("%s: input closed: %s", self.label, exc)
-        finally:
+        self._cut_at: float | None = None  # where `source` was cut; `audio` follows it
+        self._last_dts: dict[int, float] = {}
+        self._last_video = -math.inf  # media time of the last video packet
+        self._hinted: float | None = None  # the media time last told to `on_next_cut`
+        self._early_cut = self.target_s - 0.001  # how long a segment must be before a cut
+        self._scales: dict[Fraction, float] = {}
+
+    def push(self, packet: av.Packet, index: int) -> None:
+        """Write one packet of input stream `index`, cutting before it where a segment ends."""
+        if packet.size == 0 or packet.pts is None or packet.dts is None:
+            return  # the flush packet at end of input, or a packet with no time
+        outputs = self.outputs
+        source, extra = outputs[0], outputs[1:]
+        tb: Fraction = packet.time_base
+        # A float per time base, not Fraction arithmetic on every packet.
+        scale = self._scales.get(tb) or self._scales.setdefault(tb, float(tb))
+        t = packet.pts * scale
+        end = t + (packet.duration or 0) * scale
+        dts = packet.dts * scale
+        previous = self._last_dts.get(index)
+        if previous is not None and not 0 <= dts - previous <= self.max_jump_s:
+            # The publisher's clock jumped (a bug, a restarted encoder, a 32-bit wrap). The TS
+            # muxer refuses time going back, and a leap would make one segment last an hour:
+            # start new segments on the new timeline, after a discontinuity, and keep recording.
+            log.warning(
+                "%s: timestamps jumped %+.3f s on stream %d; segment %d starts a new timeline",
+                self.label,
+                dts - previous,
+                index,
+                self.sequence + 1,
+            )
             for out in outputs:
-                if out.container is not None:
-                    self._finish(out)
+                self._finish(out)
+            self.sequence += 1
+            self._new_timeline.add(self.sequence)
+            for out in outputs:
+                out.open(self.sequence)
+            self._last_dts.clear()
+            self._cut_at = None
+        self._last_dts[index] = dts
+        is_video = index == self._video_index
+        if is_video:
+            self._last_video = t
+        early_cut = self._early_cut
+        if (
+            source.start is not None
+            and t - source.start >= early_cut
+            and (
+                (is_video and packet.is_keyframe)
+                or self._video_index is None
+                or (not is_video and t - self._last_video >= CAMERA_OFF_S)
+            )
+        ):
+            self._close(source, next_start=t)
+            self.sequence += 1
+            source.open(self.sequence)
+            self._cut_at = t
+        pts, dts_tb = packet.pts, packet.dts
+        source.write(packet, index, t, end)
+        if extra and not is_video:
+            out = extra[0]
+            if self._cut_at is not None and out.start is not None and t >= self._cut_at:
+                self._close(out, next_start=t)
+                out.open(source.sequence)
+                self._cut_at = None
+            # Muxing rescaled the packet in place: give it back its input timing.
+            packet.pts, packet.dts, packet.time_base = pts, dts_tb, tb
+            out.write(packet, index, t, end)
+        # The next time a segment can close: the audio rendition's pending cut (the next audio
+        # frame), else the source's earliest.
+        due = self._cut_at if extra and self._cut_at is not None else source.start + early_cut
+        if due != self._hinted:
+            self._hinted = due
+            self.on_next_cut(due)
+
+    def finish(self) -> None:
+        """Close the open segments at their last packets and report them. Idempotent."""
+        for out in self.outputs:
+            if out.container is not None:
+                self._finish(out)
 
     def _finish(self, out: _Output) -> None:
         """Close an open segment at its last packet; one opened but never written is deleted."""

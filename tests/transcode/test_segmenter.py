@@ -12,6 +12,7 @@ import pytest
 from tests.utils.flvfile import read_tags, write_flv
 from tests.utils.media import FFMPEG, synthetic_input
 from transcode.errors import TranscodeError
+from transcode.flv import FlvSegmenter
 from transcode.segmenter import SegmentClosed, Segmenter, StreamInfo
 
 
@@ -34,19 +35,30 @@ def audio_flv(tmp_path_factory) -> Path:
     return make_flv(tmp_path_factory.mktemp("m") / "a.flv", video=False, seconds=10)
 
 
-def segment(path: Path, out: Path, **kwargs) -> tuple[StreamInfo, list[SegmentClosed]]:
+def run_segmenter(
+    path: Path, out: Path, way: str = "demuxer", **kwargs
+) -> tuple[StreamInfo, list[SegmentClosed]]:
+    """Segment an FLV file through the demuxer (as an HTTP push is), or as RTMP hands it over:
+    tag bodies in batches to FlvSegmenter."""
     infos: list[StreamInfo] = []
     segments: list[SegmentClosed] = []
-    with path.open("rb") as source:
-        Segmenter(
-            source=source,
-            input_format="flv",
-            directory=out,
-            on_start=infos.append,
-            on_segment=segments.append,
-            **kwargs,
-        ).run()
+    callbacks = {"on_start": infos.append, "on_segment": segments.append}
+    if way == "demuxer":
+        with path.open("rb") as source:
+            Segmenter(source=source, input_format="flv", directory=out, **callbacks, **kwargs).run()
+    else:
+        segmenter = FlvSegmenter(label=str(out), directory=out, **callbacks, **kwargs)
+        tags = [(t.type_id, t.timestamp, t.body) for t in read_tags(path)]
+        for i in range(0, len(tags), 5):
+            segmenter.push(tags[i : i + 5])
+        segmenter.finish()
     return infos[0], segments
+
+
+@pytest.fixture(params=["demuxer", "tags"])
+def segment(request):
+    """Each test below runs both ways."""
+    return lambda path, out, **kwargs: run_segmenter(path, out, request.param, **kwargs)
 
 
 def of(segments, rendition):
@@ -61,7 +73,7 @@ def first_video_frame_is_key(path: Path) -> bool:
     return False
 
 
-def test_video_is_cut_at_keyframes_into_two_renditions(av_flv, tmp_path) -> None:
+def test_video_is_cut_at_keyframes_into_two_renditions(segment, av_flv, tmp_path) -> None:
     info, segments = segment(av_flv, tmp_path, first_sequence=7)
     assert info.renditions == ["source", "audio"]
     assert info.video_codecs.startswith("avc1.") and info.audio_codecs == "mp4a.40.2"
@@ -79,20 +91,22 @@ def test_video_is_cut_at_keyframes_into_two_renditions(av_flv, tmp_path) -> None
     assert not any(s.discontinuity for s in segments)
 
 
-def test_audio_only_is_cut_on_time(audio_flv, tmp_path) -> None:
+def test_audio_only_is_cut_on_time(segment, audio_flv, tmp_path) -> None:
     info, segments = segment(audio_flv, tmp_path, target_s=2.0)
     assert info.renditions == ["source"] and not info.has_video
     assert all(abs(s.duration_s - 2.0) < 0.03 for s in segments[:-1])
     assert sum(s.duration_s for s in segments) == pytest.approx(10, abs=0.1)
 
 
-def test_first_segment_after_a_reconnect_is_a_discontinuity(audio_flv, tmp_path) -> None:
+def test_first_segment_after_a_reconnect_is_a_discontinuity(segment, audio_flv, tmp_path) -> None:
     _, segments = segment(audio_flv, tmp_path, first_sequence=40, discontinuity=True)
     assert [s.discontinuity for s in segments] == [True] + [False] * (len(segments) - 1)
 
 
 @pytest.mark.parametrize("jump_ms", [-5000, +3_600_000])
-def test_a_timestamp_jump_starts_a_new_timeline_and_loses_nothing(av_flv, tmp_path, jump_ms):
+def test_a_timestamp_jump_starts_a_new_timeline_and_loses_nothing(
+    segment, av_flv, tmp_path, jump_ms
+):
     tags = read_tags(av_flv)
     video_packets = sum(1 for t in tags if t.type_id == 9 and t.body[1] == 1)  # AVC NALU tags
     for tag in tags:
@@ -118,10 +132,10 @@ def test_garbage_is_a_transcode_error(tmp_path) -> None:
     garbage = tmp_path / "g.flv"
     garbage.write_bytes(b"this is not flv at all" * 100)
     with pytest.raises(TranscodeError, match="cannot read the input as flv"):
-        segment(garbage, tmp_path / "out")
+        run_segmenter(garbage, tmp_path / "out")
 
 
-def test_camera_off_mid_publish_is_cut_on_time_and_back_on_at_a_keyframe(av_flv, tmp_path):
+def test_camera_off_mid_publish_is_cut_on_time_and_back_on_at_a_keyframe(segment, av_flv, tmp_path):
     """The host turns the camera off from 3 s to 8 s (no video tags, audio goes on): segments
     stay near the target instead of one 5 s segment, and video comes back at a keyframe."""
     tags = [t for t in read_tags(av_flv) if not (t.type_id == 9 and 3000 <= t.timestamp < 8000)]
@@ -142,7 +156,7 @@ def test_camera_off_mid_publish_is_cut_on_time_and_back_on_at_a_keyframe(av_flv,
     assert not any(s.discontinuity for s in segments)
 
 
-def test_next_cut_hints_follow_both_renditions(av_flv, tmp_path) -> None:
+def test_next_cut_hints_follow_both_renditions(segment, av_flv, tmp_path) -> None:
     """What the segmenter tells its source about when it next needs data: after a cut of the
     source, the audio rendition's cut (the next audio frame), then the source's earliest next
     cut a target later. A live channel holds bytes back until then."""

@@ -6,7 +6,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest import flv
+from transcode import flv
 
 
 @dataclass

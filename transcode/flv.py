@@ -1,0 +1,256 @@
+"""FLV: RTMP media messages are FLV tag bodies.
+
+`tag()` frames them back into an FLV byte stream (for the ladder's ffmpeg, and for tests).
+`FlvSegmenter` segments them with no demuxer in between: RTMP already hands over each frame with
+its type and timestamp, and the FLV audio/video headers before the codec data are 1-8 bytes.
+Demuxing a byte stream in a thread per room cost a GIL hand-over per packet twice over (PyAV's
+read callback, then the mux): at a few hundred rooms the process spent its time queueing for the
+GIL. A demuxer still probes the first half second of a publish, once, for the stream parameters
+the output streams are made from (`add_stream_from_template`) and the codec checks.
+
+Tag bodies (FLV 10.1 spec, E.4.2 and E.4.3; Enhanced RTMP v1 for the extended video header):
+- audio: SoundFormat in the top nibble of byte 0. AAC (10): byte 1 is 0 for the
+  AudioSpecificConfig, 1 for a raw frame from byte 2. MP3 (2): the frame from byte 1.
+- video, legacy: FrameType (1 key, 2 inter, 5 info) and CodecID (7 AVC) in byte 0; for AVC,
+  byte 1 is 0 for the decoder configuration, 1 for NAL units, 2 for end of sequence; bytes 2-4
+  the composition time offset (signed, ms); the NAL units from byte 5.
+- video, extended (bit 7 of byte 0 set): FrameType in bits 4-6, PacketType in bits 0-3, the
+  FourCC in bytes 1-4. PacketType 1 (coded frames) has the composition offset in bytes 5-7 and
+  the frame from byte 8; 3 (coded frames, offset 0) the frame from byte 5; the rest (sequence
+  start and end, metadata, multitrack) carry no frame.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+from collections.abc import Iterable
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.error
+
+from transcode.errors import TranscodeError
+from transcode.segmenter import PacketSegmenter
+
+log = logging.getLogger(__name__)
+
+AUDIO, VIDEO = 8, 9
+# Audio and video are both declared: a video room whose host turned the camera off sends audio
+# only, and the demuxer was measured to open such a stream just as fast (FACTS: probe ~0.2 s).
+HEADER = b"FLV\x01\x05" + struct.pack(">I", 9) + b"\x00\x00\x00\x00"
+TIME_BASE = Fraction(1, 1000)  # FLV and RTMP timestamps are milliseconds
+
+# The probe waits for a frame of each kind, or this much media, or this many bytes: the same
+# half second the demuxer of a byte stream analyses (segmenter.PROBE_OPTIONS).
+PROBE_S = 0.5
+PROBE_BYTES = 1 << 20
+
+_AAC, _MP3 = 10, 2
+_AVC = 7
+_KEY, _INFO = 1, 5
+_EX_HEADER = 0x80
+_CODED_FRAMES, _CODED_FRAMES_X = 1, 3
+_FOURCC = {"h264": b"avc1", "hevc": b"hvc1"}
+_SOUND_FORMAT = {"aac": _AAC, "mp3": _MP3}
+_SAMPLES_PER_FRAME = {"aac": 1024, "mp3": 1152}
+
+Tag = tuple[int, int, bytes]  # (type id, timestamp in ms, body)
+
+
+def tag(type_id: int, timestamp_ms: int, body: bytes) -> bytes:
+    """One FLV tag and the PreviousTagSize that follows it."""
+    ts = timestamp_ms & 0xFFFFFFFF
+    size = len(body)
+    head = struct.pack(
+        ">BHBHBB3s",
+        type_id,
+        size >> 8,
+        size & 0xFF,
+        (ts >> 8) & 0xFFFF,
+        ts & 0xFF,
+        (ts >> 24) & 0xFF,
+        b"\x00\x00\x00",
+    )
+    return head + body + struct.pack(">I", size + 11)
+
+
+def is_frame(type_id: int, body: bytes) -> bool:
+    """Whether a tag carries a frame (not a codec configuration, metadata or end marker)."""
+    if len(body) < 2:
+        return False
+    if type_id == AUDIO:
+        return body[0] >> 4 != _AAC or body[1] == 1
+    if body[0] & _EX_HEADER:
+        return body[0] & 0x0F in (_CODED_FRAMES, _CODED_FRAMES_X)
+    return (body[0] >> 4) != _INFO and (body[0] & 0x0F != _AVC or body[1] == 1)
+
+
+class FlvPackets:
+    """Tag bodies to `av.Packet`s of the probed input streams, as the FLV demuxer makes them
+    (same data, timestamps and key flags: tests/transcode/test_flv.py compares them)."""
+
+    def __init__(self, video: av.stream.Stream | None, audio: av.stream.Stream | None) -> None:
+        self.video, self.audio = video, audio
+        self.dropped = 0  # frames of a codec the probe did not find (a camera turned on later)
+        self._fourcc = b""
+        self._video_ms = 0
+        if video is not None:
+            ctx = video.codec_context
+            self._fourcc = _FOURCC.get(ctx.codec.canonical_name, b"")
+            rate = ctx.framerate or video.guessed_rate or video.average_rate
+            self._video_ms = round(1000 / float(rate)) if rate else 0
+        self._sound_format = -1
+        self._audio_ms = 0
+        if audio is not None:
+            ctx = audio.codec_context
+            name = ctx.codec.canonical_name
+            self._sound_format = _SOUND_FORMAT.get(name, -1)
+            if ctx.sample_rate:
+                self._audio_ms = round(_SAMPLES_PER_FRAME.get(name, 0) * 1000 / ctx.sample_rate)
+
+    def packet(self, type_id: int, timestamp_ms: int, body: bytes) -> tuple[av.Packet, int] | None:
+        """The packet a tag carries and its stream index, or None (a header, or not a frame
+        of the probed streams)."""
+        if type_id == AUDIO:
+            return self._audio(timestamp_ms, body)
+        if type_id == VIDEO:
+            return self._video(timestamp_ms, body)
+        return None
+
+    def _audio(self, ts: int, body: bytes) -> tuple[av.Packet, int] | None:
+        if self.audio is None or len(body) < 2 or body[0] >> 4 != self._sound_format:
+            self.dropped += self.audio is None or len(body) >= 2
+            return None
+        if self._sound_format == _AAC:
+            if body[1] != 1:
+                return None  # the AudioSpecificConfig: the probe has it
+            data = body[2:]
+        else:
+            data = body[1:]
+        return _packet(data, ts, ts, True, self._audio_ms), self.audio.index
+
+    def _video(self, ts: int, body: bytes) -> tuple[av.Packet, int] | None:
+        if self.video is None or len(body) < 5:
+            self.dropped += self.video is None
+            return None
+        b0 = body[0]
+        if b0 & _EX_HEADER:
+            frame_type, packet_type = (b0 >> 4) & 0x07, b0 & 0x0F
+            if body[1:5] != self._fourcc:
+                self.dropped += 1
+                return None
+            if packet_type == _CODED_FRAMES and len(body) >= 8:
+                cts, data = _si24(body, 5), body[8:]
+            elif packet_type == _CODED_FRAMES_X:
+                cts, data = 0, body[5:]
+            else:
+                return None  # sequence start or end, metadata
+        else:
+            frame_type = b0 >> 4
+            if b0 & 0x0F != _AVC or self._fourcc != b"avc1":
+                self.dropped += 1
+                return None
+            if body[1] != 1:
+                return None  # the decoder configuration (the probe has it) or end of sequence
+            cts, data = _si24(body, 2), body[5:]
+        if frame_type == _INFO or not data:
+            return None
+        return _packet(data, ts + cts, ts, frame_type == _KEY, self._video_ms), self.video.index
+
+
+def _packet(data: bytes, pts: int, dts: int, key: bool, duration: int) -> av.Packet:
+    packet = av.Packet(data)
+    packet.pts, packet.dts, packet.time_base = pts, dts, TIME_BASE
+    packet.duration = duration
+    packet.is_keyframe = key
+    return packet
+
+
+def _si24(data: bytes, at: int) -> int:
+    value = (data[at] << 16) | (data[at + 1] << 8) | data[at + 2]
+    return value - (1 << 24) if value & 0x800000 else value
+
+
+class FlvSegmenter:
+    """Segments RTMP media pushed as tag bodies, in batches, in stream order (one caller at a
+    time). Keyword arguments are PacketSegmenter's."""
+
+    def __init__(self, *, label: str, **options: Any) -> None:
+        self.label = label
+        self.options = options
+        self._held: list[Tag] = []  # before the probe
+        self._held_bytes = 0
+        self._kinds: set[int] = set()  # AUDIO / VIDEO tags with a frame seen
+        self._probe: av.container.InputContainer | None = None
+        self._packets: FlvPackets | None = None
+        self.segmenter: PacketSegmenter | None = None
+
+    def push(self, tags: Iterable[Tag]) -> None:
+        if self.segmenter is None:
+            for t in tags:
+                self._hold(t)
+            if not self._probe_ready():
+                return
+            tags, self._held = self._held, []
+            self._open(tags)
+        assert self._packets is not None and self.segmenter is not None
+        packet_of, push = self._packets.packet, self.segmenter.push
+        try:
+            for type_id, ts, body in tags:
+                found = packet_of(type_id, ts, body)
+                if found is not None:
+                    push(*found)
+        except av.error.FFmpegError as exc:  # the muxer refused the data (not what it said)
+            raise TranscodeError(f"{self.label}: the media could not be segmented: {exc}") from exc
+
+    def finish(self) -> None:
+        """The publish ended: segment what is held (a publish shorter than the probe) and close
+        the last segments. Idempotent."""
+        try:
+            if self.segmenter is None and self._held:
+                held, self._held = self._held, []
+                self._open(held)
+                self.push(held)
+            if self.segmenter is not None:
+                self.segmenter.finish()
+            if self._packets is not None and self._packets.dropped:
+                log.warning(
+                    "%s: %d frames of a track that was not there when the publish began "
+                    "were not recorded (a camera turned on later is recorded after a reconnect)",
+                    self.label,
+                    self._packets.dropped,
+                )
+                self._packets.dropped = 0
+        finally:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
+
+    def _hold(self, t: Tag) -> None:
+        self._held.append(t)
+        self._held_bytes += len(t[2])
+        if t[0] in (AUDIO, VIDEO) and is_frame(t[0], t[2]):
+            self._kinds.add(t[0])
+
+    def _probe_ready(self) -> bool:
+        held = self._held
+        return (
+            len(self._kinds) == 2
+            or self._held_bytes >= PROBE_BYTES
+            or (len(held) > 1 and (held[-1][1] - held[0][1]) / 1000 >= PROBE_S)
+        )
+
+    def _open(self, tags: list[Tag]) -> None:
+        """Probe the first tags with the FLV demuxer for the streams, then start segmenting."""
+        data = HEADER + b"".join(tag(*t) for t in tags)
+        try:
+            self._probe = av.open(io.BytesIO(data), format="flv")
+        except (av.error.FFmpegError, OSError) as exc:
+            raise TranscodeError(f"{self.label}: cannot read the input as flv: {exc}") from exc
+        video = next((s for s in self._probe.streams.video), None)
+        audio = next((s for s in self._probe.streams.audio), None)
+        self._packets = FlvPackets(video, audio)
+        self.segmenter = PacketSegmenter(video=video, audio=audio, label=self.label, **self.options)
