@@ -165,6 +165,7 @@ def assemble(
             max_live_rooms=settings.max_live_rooms,
             max_upload_backlog_bytes=settings.max_upload_backlog_mb << 20,
             max_upload_lag_s=settings.max_upload_lag.total_seconds(),
+            segmenter_threads=settings.segmenter_threads,
         ),
         now=now,
     )

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     max_upload_lag: Duration = timedelta(seconds=10)
     # Uploads in flight at once, over all rooms (each room's own are in order).
     upload_workers: int = Field(32, ge=1, le=256)
+    # Threads that segment all RTMP publishes (an HTTP push has a thread of its own).
+    segmenter_threads: int = Field(4, ge=1, le=64)
     # Optional transcoded renditions, e.g. "720p,480p,360p": a whole machine per room (FACTS).
     ladder: Annotated[list[int], NoDecode] = Field(default_factory=list)
     admin_token: SecretStr | None = None

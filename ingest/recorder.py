@@ -1,6 +1,7 @@
 """The room recorder: from an accepted publish to HLS in the store, end to end.
 
-    publisher --(RTMP | HTTP push)--> PublishSession --ByteChannel--> Segmenter (thread)
+    RTMP      --tag bodies--> PublishSession --MediaLane--> FlvSegmenter (a few pool threads)
+    HTTP push --MPEG-TS-----> PublishSession --ByteChannel--> Segmenter (a thread per push)
         --SegmentClosed--> RecordingState (playlists) --Upload lane--> store, catalog index
 
 One live recording per room. A publisher that drops (anything but a clean unpublish) may come
@@ -28,7 +29,6 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from transcode import flv
 from ingest.channel import ByteChannel, ChannelClosed
 from ingest.errors import (
     AlreadyLive,
@@ -38,12 +38,14 @@ from ingest.errors import (
     TakenDown,
     UnknownStreamKey,
 )
+from ingest.lanes import LanePool, MediaLane
 from storage import Catalog
 from storage import keys as K
 from storage.catalog import utcnow
 from storage.indexer import SegmentIndexer
 from storage.models import Recording, Room
 from storage.uploader import Upload, Uploader
+from transcode import flv
 from transcode.errors import TranscodeError
 from transcode.playlists import MasterPlaylist, MediaPlaylist, MediaSegment, Variant
 from transcode.renditions import LadderTranscoder, rungs_for
@@ -70,6 +72,8 @@ class RecorderConfig:
     # behind: the node is overloaded or the store is down, and the lives it has come first.
     max_upload_backlog_bytes: int = 2 << 30
     max_upload_lag_s: float = 10.0
+    # Threads that segment every RTMP publish (HTTP pushes have a thread each).
+    segmenter_threads: int = 4
 
 
 @dataclass(kw_only=True)
@@ -132,6 +136,7 @@ class Recorder:
         # publishers arriving together could both find the room free.
         self._claims: dict[str, _Claim] = {}
         self.refused_busy = 0
+        self.pool = LanePool(config.segmenter_threads)
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -218,7 +223,7 @@ class Recorder:
             state.grace = None
         session = state.publisher
         if session is not None:
-            session.channel.abandon()
+            session.abandon()
         else:
             await self._end(state, "taken down")
         await state.finished.wait()
@@ -287,6 +292,7 @@ class Recorder:
                 state.grace.cancel()
             state.publisher = None
             await self._end(state, "service stopping")
+        self.pool.close()
 
     def busy(self) -> str | None:
         """Why this node would refuse a new live now, or None."""
@@ -532,7 +538,11 @@ class PublishSession:
         self.state = state
         self.input_format = input_format
         self.peer = peer
-        self.channel = ByteChannel(asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        # RTMP: tag bodies to the recorder's pool. HTTP push: bytes to a demuxer thread.
+        self.lane: MediaLane | None = None
+        self.channel: ByteChannel | None = None
+        self._flv: flv.FlvSegmenter | None = None
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self._wall_start: datetime | None = None
@@ -543,7 +553,6 @@ class PublishSession:
         # The optional ladder gets a copy of the input. Until the source's height is known
         # (the segmenter's probe), bytes wait in `_ladder_prefix`; then in a side channel that
         # is dropped, never awaited, if the encoder falls behind.
-        self._loop = asyncio.get_running_loop()
         self._ladder_lock = threading.Lock()
         wants_ladder = bool(recorder.config.ladder) and state.room.kind == "video"
         self._ladder_prefix: bytearray | None = bytearray() if wants_ladder else None
@@ -554,39 +563,77 @@ class PublishSession:
         self._ladder_done = asyncio.Event()
 
     def start(self, *, first_sequence: int, discontinuity: bool) -> None:
-        directory = self.recorder.config.spool_dir / self.state.id
-        segmenter = Segmenter(
-            source=self.channel,
-            input_format=self.input_format,
-            directory=directory,
-            target_s=self.recorder.config.segment_s,
-            first_sequence=first_sequence,
-            discontinuity=discontinuity,
-            audio_rendition=self.recorder.config.audio_rendition,
-            on_start=self._on_start,
-            on_segment=lambda seg: self.recorder.on_segment(self.state, self, seg),
-            on_next_cut=self.channel.wake_at,
-            label=f"room {self.state.room.id} recording {self.state.id}",
-        )
         self._discontinuity = discontinuity
+        options: dict[str, Any] = {
+            "directory": self.recorder.config.spool_dir / self.state.id,
+            "target_s": self.recorder.config.segment_s,
+            "first_sequence": first_sequence,
+            "discontinuity": discontinuity,
+            "audio_rendition": self.recorder.config.audio_rendition,
+            "on_start": self._on_start,
+            "on_segment": lambda seg: self.recorder.on_segment(self.state, self, seg),
+            "label": f"room {self.state.room.id} recording {self.state.id}",
+        }
+        if self.input_format == "flv":
+            self.lane = MediaLane(
+                self.recorder.pool, self._loop, push=self._segment_tags, end=self._end_tags
+            )
+            self._flv = flv.FlvSegmenter(on_next_cut=self.lane.wake_at, **options)
+            return
+        channel = self.channel = ByteChannel(self._loop)
+        segmenter = Segmenter(
+            source=channel, input_format=self.input_format, on_next_cut=channel.wake_at, **options
+        )
 
         def run() -> None:
             try:
                 segmenter.run()
-            except TranscodeError as exc:
-                self.error = exc
-                log.warning("%s", exc)
-            except Exception as exc:  # the thread must never die silently
-                self.error = exc
-                log.exception("segmenter of recording %s failed", self.state.id)
+            except Exception as exc:
+                self._failed(exc)
             finally:
-                self.channel.abandon()
+                channel.abandon()
                 _notify(self._loop, self._segmenter_done)
 
         self.thread = threading.Thread(
             target=run, name=f"segmenter-{self.state.room.id}", daemon=True
         )
         self.thread.start()
+
+    def _segment_tags(self, tags: list[flv.Tag]) -> None:
+        """A batch of RTMP media (a pool thread)."""
+        assert self._flv is not None and self.lane is not None
+        try:
+            self._flv.push(tags)
+        except Exception as exc:
+            self._failed(exc)
+            self.lane.abandon()  # the publisher is told on its next message
+
+    def _end_tags(self) -> None:
+        """The lane ended (a pool thread): close the last segments."""
+        assert self._flv is not None
+        try:
+            self._flv.finish()
+        except Exception as exc:
+            self._failed(exc)
+        finally:
+            _notify(self._loop, self._segmenter_done)
+
+    def _failed(self, exc: BaseException) -> None:
+        """The media cannot be segmented (the segmenter's thread): remember why, once."""
+        if self.error is not None:
+            return
+        self.error = exc
+        if isinstance(exc, TranscodeError):
+            log.warning("%s", exc)
+        else:  # a bug: the thread must never die silently
+            log.error("segmenter of recording %s failed", self.state.id, exc_info=exc)
+
+    def abandon(self) -> None:
+        """Stop segmenting now (a takedown): the publisher is refused its next message."""
+        if self.lane is not None:
+            self.lane.abandon()
+        if self.channel is not None:
+            self.channel.abandon()
 
     def _on_start(self, info: StreamInfo) -> None:
         """The input is probed (segmenter thread): announce renditions, start the ladder."""
@@ -673,16 +720,26 @@ class PublishSession:
         self.metadata = metadata
 
     async def on_media(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
-        if not self._started_flv:
-            self._started_flv = True
-            await self.write(flv.HEADER)
-        # FLV timestamps are the demuxer's (time base 1/1000): the segmenter's timeline.
-        await self.write(flv.tag(type_id, timestamp_ms, payload), timestamp_ms / 1000)
+        assert self.lane is not None
+        if self._wall_start is None:
+            self._wall_start = self.recorder.now()
+        try:
+            # RTMP timestamps are milliseconds: the segmenter's timeline.
+            await self.lane.put((type_id, timestamp_ms, payload), len(payload), timestamp_ms / 1000)
+        except ChannelClosed as exc:
+            raise self._refusal() from exc
+        if self._ladder_prefix is not None or self._ladder_feed is not None:
+            if not self._started_flv:
+                self._started_flv = True
+                self._feed_ladder(flv.HEADER)
+            self._feed_ladder(flv.tag(type_id, timestamp_ms, payload))
 
     async def on_close(self, reason: str) -> None:
-        self.channel.close()
-        if self.thread is not None:
-            await self._segmenter_done.wait()
+        if self.lane is not None:
+            self.lane.close()
+        if self.channel is not None:
+            self.channel.close()
+        await self._segmenter_done.wait()
         with self._ladder_lock:
             self._ladder_prefix = None
             if self._ladder_feed is not None:
@@ -695,17 +752,23 @@ class PublishSession:
 
     # -- HTTP push and shared ------------------------------------------------------------------
 
-    async def write(self, data: bytes, media_s: float | None = None) -> None:
+    async def write(self, data: bytes) -> None:
+        """HTTP push: the next bytes of the MPEG-TS body."""
+        assert self.channel is not None
         if self._wall_start is None:
             self._wall_start = self.recorder.now()
         try:
-            await self.channel.write(data, media_s)
-            if self._ladder_prefix is not None or self._ladder_feed is not None:
-                self._feed_ladder(data)
+            await self.channel.write(data)
         except ChannelClosed as exc:
-            if self.state.taken_down:
-                raise TakenDown() from exc
-            raise ProtocolError(f"the media could not be read: {self.error or exc}") from exc
+            raise self._refusal() from exc
+        if self._ladder_prefix is not None or self._ladder_feed is not None:
+            self._feed_ladder(data)
+
+    def _refusal(self) -> IngestError:
+        """Why the publisher's media is no longer taken."""
+        if self.state.taken_down:
+            return TakenDown()
+        return ProtocolError(f"the media could not be read: {self.error or 'segmenter stopped'}")
 
 
 __all__ = ["IngestError", "PublishSession", "Recorder", "RecorderConfig", "RecordingState"]

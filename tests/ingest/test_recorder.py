@@ -83,7 +83,8 @@ def test_wall_clock_continues_across_a_timestamp_jump(recorder, tmp_path) -> Non
 
     async def run():
         session = await recorder.open_publish("live", key, "a")
-        await session.write(b"FLV")  # the first bytes fix the wall-clock origin
+        # The first media fixes the wall-clock origin (an AAC AudioSpecificConfig).
+        await session.on_media(8, 0, b"\xaf\x00\x12\x10")
         first = session.segment_start(seg(0, 10.0))
         second = session.segment_start(seg(1, 12.0))
         # The publisher's clock jumps back to 0: wall time carries on from the last end.
@@ -138,7 +139,7 @@ def test_recordings_ending_on_a_stuck_store_do_not_hold_up_new_publishes(tmp_pat
             for task in ending:
                 task.cancel()
             await asyncio.gather(*ending, return_exceptions=True)
-            late.channel.close()
+            late.abandon()
             return answered_in
 
         answered_in = asyncio.run(scenario())
