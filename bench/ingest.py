@@ -1252,8 +1252,8 @@ def concurrency(args, service: Afterlive, files: dict[str, Path], procs, tmp, re
                 figure=f"concurrent {kind} rooms with >= 99% of segments visible within 1 s "
                 f"(tried {tried}; {args.seconds:g} s each)",
                 afterlive=shown,
-                goal=f"{levels[-1]}",
-                met="yes" if best >= levels[-1] else "no",
+                goal=f"{ROOM_GOALS[kind]}",
+                met="yes" if best >= ROOM_GOALS[kind] else "no",
             )
         )
         for lv in results:
@@ -1326,6 +1326,10 @@ def git_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
+
+
+# Issue 3's goals for rooms per 2-core machine (the highest level tried is not the goal).
+ROOM_GOALS = {"audio": 300, "video": 60}
 
 
 def parse_levels(text: str) -> list[int]:
