@@ -413,17 +413,23 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Afterlive:
-    def __init__(self, root: Path, procs: Processes) -> None:
+    def __init__(
+        self, root: Path, procs: Processes, settings: dict[str, str] | None = None
+    ) -> None:
         self.procs = procs
         self.data = root / "afterlive"
         self.log = root / "afterlive.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AFTERLIVE_"))}
-        self.env = env | {
-            "AFTERLIVE_DATA_DIR": str(self.data),
-            "AFTERLIVE_API_PORT": str(free_port()),
-            "AFTERLIVE_STORE_PORT": str(free_port()),
-            "AFTERLIVE_RTMP_PORT": str(free_port()),
-        }
+        self.env = (
+            env
+            | {
+                "AFTERLIVE_DATA_DIR": str(self.data),
+                "AFTERLIVE_API_PORT": str(free_port()),
+                "AFTERLIVE_STORE_PORT": str(free_port()),
+                "AFTERLIVE_RTMP_PORT": str(free_port()),
+            }
+            | (settings or {})
+        )
         self.api = f"http://127.0.0.1:{self.env['AFTERLIVE_API_PORT']}"
         self.rtmp = f"rtmp://127.0.0.1:{self.env['AFTERLIVE_RTMP_PORT']}/live"
         self.proc: subprocess.Popen | None = None
@@ -1354,6 +1360,13 @@ def main() -> None:
         "--refine", type=int, default=2, help="extra levels to narrow down the limit (2)"
     )
     parser.add_argument("--profile", type=Path, help="py-spy the serve process under load")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="AFTERLIVE_NAME=VALUE",
+        help="a setting for afterlive serve, e.g. AFTERLIVE_SEGMENTER_THREADS=2 (repeatable)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     parser.add_argument("--dump", type=Path, help="write what the poller saw per level here")
     parser.add_argument(
@@ -1394,7 +1407,8 @@ def main() -> None:
                 say(f"nginx-rtmp on {nginx.url} (pids {nginx.pids()})")
             else:
                 report.notes.append(f"nginx peer unavailable: {nginx_rtmp.available()}")
-        service = Afterlive(tmp, procs)
+        settings = dict(item.split("=", 1) for item in args.set)
+        service = Afterlive(tmp, procs, settings)
         service.start()
         say(f"afterlive serve pid {service.serve_pid}, weed pid {service.weed_pid}")
         warm_up(service, files, procs, tmp)

@@ -1,4 +1,5 @@
-"""A bounded byte pipe from the event loop to a blocking reader thread (PyAV's demuxer).
+"""A bounded byte pipe from the event loop to a blocking reader thread: an HTTP push's demuxer,
+the optional ladder's ffmpeg feed.
 
 The writer awaits when the pipe is full, so a segmenter that falls behind slows its own publisher
 (TCP backpressure) and nobody else; memory per room stays bounded. The reader sees `b""` once the
@@ -8,17 +9,14 @@ Wake-ups are batched. Waking a reader thread costs far more than the bytes it is
 condition notify, a GIL hand-over, a context switch): with one wake-up per RTMP message, 100
 audio rooms spent a quarter of the process's time in `Condition.notify`. A waiting reader is
 woken at once when `wake_bytes` (16 KB) are buffered, otherwise `wake_delay_s` (0.1 s) after
-the first byte it has not seen, instead of once per message (~47 a second for a 64 kb/s audio
-room, ~77 for a 2.5 Mb/s video room).
+the first byte it has not seen, instead of once per write. `wake_bytes` stays small on purpose:
+at 64 KB or 256 KB the reader met each segment cut with a backlog to chew through first, and a
+video segment's p95 visibility went from 39 ms to ~125 ms (bench/ingest.py), with no gain in
+rooms per machine.
 
-Better still, the reader may say when it next needs data (`wake_at`: the segmenter's next cut,
-on the media timeline) and the writer says what media time its bytes carry (RTMP knows it per
-message): bytes before that time are handed over only every `hinted_delay_s` (1 s) or at
-`wake_bytes`, and the message that reaches it wakes the reader at once. An audio room then
-wakes its segmenter about twice a second, a 2.5 Mb/s video room ~20 times, and a segment closes
-as soon as its last packet is in. `wake_bytes` stays small on purpose: at 64 KB or 256 KB the
-reader met each cut with a backlog to chew through first, and a video segment's p95 visibility
-went from 39 ms to ~125 ms (bench/ingest.py), with no gain in rooms per machine.
+RTMP media does not come through here: it needs no demuxer, and goes to a pool thread through
+a `MediaLane` (ingest/lanes.py), which batches by the same rules plus the media time the
+segmenter next needs.
 """
 
 from __future__ import annotations
@@ -31,8 +29,6 @@ from ingest.errors import IngestError
 
 WAKE_BYTES = 16 << 10
 WAKE_DELAY_S = 0.1
-# While the reader has said when it next needs data (`wake_at`), the bytes before that wait longer.
-HINTED_DELAY_S = 1.0
 
 
 class ChannelClosed(IngestError):
@@ -47,14 +43,11 @@ class ByteChannel:
         max_bytes: int = 4 << 20,
         wake_bytes: int = WAKE_BYTES,
         wake_delay_s: float = WAKE_DELAY_S,
-        hinted_delay_s: float = HINTED_DELAY_S,
     ) -> None:
         self._loop = loop
         self._max = max_bytes
         self._wake_bytes = min(wake_bytes, max_bytes)
         self._wake_delay_s = wake_delay_s
-        self._hinted_delay_s = hinted_delay_s
-        self._wake_at: float | None = None  # media seconds, from the reader
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._closed = False  # by the writer: no more data
@@ -66,15 +59,14 @@ class ByteChannel:
 
     # -- event loop side ------------------------------------------------------------------------
 
-    async def write(self, data: bytes, media_s: float | None = None) -> None:
-        """Append, waiting while the pipe is full. `media_s`: the media time these bytes carry
-        (RTMP knows it per message), checked against the reader's `wake_at`."""
+    async def write(self, data: bytes) -> None:
+        """Append, waiting while the pipe is full."""
         while True:
             with self._cond:
                 if self._abandoned:
                     raise ChannelClosed("the reader stopped")
                 if self._size < self._max:
-                    self._append(data, media_s)
+                    self._append(data)
                     return
                 space = self._space = asyncio.Event()
             await space.wait()
@@ -97,26 +89,16 @@ class ByteChannel:
     def buffered(self) -> int:
         return self._size
 
-    def _append(self, data: bytes, media_s: float | None = None) -> None:
+    def _append(self, data: bytes) -> None:
         """Holding the lock."""
         self._chunks.append(data)
         self._size += len(data)
         if not self._reader_waiting:
             return  # it is busy and will find the bytes when it next reads
-        wake_at = self._wake_at
-        if wake_at is not None and media_s is not None and media_s >= wake_at:
-            # What the reader waits for has come. One shot: until it says again, bytes come
-            # in 100 ms batches (a keyframe later than the target is not seen a second late).
-            self._wake_at = None
-            if self._wake_timer is not None:
-                self._wake_timer.cancel()
-                self._wake_timer = None
-            self._cond.notify()
-        elif self._size >= self._wake_bytes or not self._on_loop():
+        if self._size >= self._wake_bytes or not self._on_loop():
             self._cond.notify()
         elif self._wake_timer is None:
-            delay = self._wake_delay_s if wake_at is None else self._hinted_delay_s
-            self._wake_timer = self._loop.call_later(delay, self._wake_reader)
+            self._wake_timer = self._loop.call_later(self._wake_delay_s, self._wake_reader)
 
     def _on_loop(self) -> bool:
         """Timers are the loop's; a write from another thread (the ladder's first bytes, from
@@ -133,13 +115,6 @@ class ByteChannel:
                 self._cond.notify()
 
     # -- reader thread side (a file-like object for PyAV) ---------------------------------------
-
-    def wake_at(self, media_s: float) -> None:
-        """The reader needs nothing before media time `media_s` (the segmenter's next cut):
-        until bytes of that time are written, it is woken only every `hinted_delay_s` (or at
-        `wake_bytes`)."""
-        with self._cond:
-            self._wake_at = media_s
 
     def read(self, n: int = -1) -> bytes:
         with self._cond:

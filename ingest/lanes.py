@@ -29,9 +29,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ingest.channel import HINTED_DELAY_S, WAKE_BYTES, WAKE_DELAY_S, ChannelClosed
+from ingest.channel import WAKE_BYTES, WAKE_DELAY_S, ChannelClosed
 
 log = logging.getLogger(__name__)
+
+# While the segmenter has said when it next needs media (`wake_at`), what comes before waits
+# longer: an audio room's lane is then handed over about twice a second, not ten times.
+HINTED_DELAY_S = 1.0
 
 
 class LanePool:

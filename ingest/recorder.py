@@ -365,14 +365,31 @@ class Recorder:
             master = self._master_if_changed(state)
 
         lane = state.id
+        variants = master[1] if master is not None else []
         self.uploader.put(
-            lane, Upload(key=key, path=seg.path, then=lambda: self._index(fields, sidecar))
+            lane,
+            Upload(
+                key=key,
+                path=seg.path,
+                then=lambda: self._stored(state.id, variants, fields, sidecar),
+            ),
         )
         self.uploader.put(
             lane, Upload(key=K.media_playlist(state.id, seg.rendition), data=playlist_text.encode())
         )
         if master is not None:
-            self.uploader.put(lane, master)
+            self.uploader.put(lane, master[0])
+
+    def _stored(
+        self, recording_id: str, variants: list[Variant], fields: dict[str, Any], sidecar: Path
+    ) -> None:
+        """After a segment is stored (upload thread): the renditions its master playlist will
+        announce, then the segment. Catalog writes stay off the segmenting threads: SQLite
+        makes a writer wait, sleeping, while another one writes, and a segmenting thread
+        serves many rooms (a ramp of 300 publishes stalled them all for seconds)."""
+        for variant in variants:
+            self._save_rendition(recording_id, variant)
+        self._index(fields, sidecar)
 
     def _index(self, fields: dict[str, Any], sidecar: Path) -> None:
         """After a segment is stored (upload thread): index it, then forget its sidecar.
@@ -391,8 +408,9 @@ class Recorder:
             raise error
         sidecar.unlink(missing_ok=True)
 
-    def _master_if_changed(self, state: RecordingState) -> Upload | None:
-        """A new master playlist when a rendition appears or its peak grows past the announced."""
+    def _master_if_changed(self, state: RecordingState) -> tuple[Upload, list[Variant]] | None:
+        """A new master playlist when a rendition appears or its peak grows past the announced,
+        and its variants (for the catalog)."""
         ready = {n: r for n, r in state.renditions.items() if r.peak_bps}
         if "source" not in ready:
             return None
@@ -415,16 +433,15 @@ class Recorder:
                     name=name,
                 )
             )
-            self._save_rendition(state, name, variants[-1])
         text = MasterPlaylist(variants=variants).render()
-        return Upload(key=K.master_playlist(state.id), data=text.encode())
+        return Upload(key=K.master_playlist(state.id), data=text.encode()), variants
 
-    def _save_rendition(self, state: RecordingState, name: str, variant: Variant) -> None:
+    def _save_rendition(self, recording_id: str, variant: Variant) -> None:
         width, height = variant.resolution or (None, None)
         self.catalog.set_rendition(
-            recording_id=state.id,
-            name=name,
-            playlist_key=K.media_playlist(state.id, name),
+            recording_id=recording_id,
+            name=variant.name,
+            playlist_key=K.media_playlist(recording_id, variant.name),
             codecs=variant.codecs,
             bandwidth=variant.bandwidth,
             width=width,
@@ -581,9 +598,7 @@ class PublishSession:
             self._flv = flv.FlvSegmenter(on_next_cut=self.lane.wake_at, **options)
             return
         channel = self.channel = ByteChannel(self._loop)
-        segmenter = Segmenter(
-            source=channel, input_format=self.input_format, on_next_cut=channel.wake_at, **options
-        )
+        segmenter = Segmenter(source=channel, input_format=self.input_format, **options)
 
         def run() -> None:
             try:
