@@ -43,10 +43,11 @@ AUDIO, VIDEO = 8, 9
 HEADER = b"FLV\x01\x05" + struct.pack(">I", 9) + b"\x00\x00\x00\x00"
 TIME_BASE = Fraction(1, 1000)  # FLV and RTMP timestamps are milliseconds
 
-# The probe waits for a frame of each kind, or this much media, or this many bytes: the same
-# half second the demuxer of a byte stream analyses (segmenter.PROBE_OPTIONS).
+# The probe waits for a frame of each kind, or this much media, or this many bytes or tags: the
+# same half second the demuxer of a byte stream analyses (segmenter.PROBE_OPTIONS).
 PROBE_S = 0.5
 PROBE_BYTES = 1 << 20
+PROBE_TAGS = 64
 
 _AAC, _MP3 = 10, 2
 _AVC = 7
@@ -240,7 +241,8 @@ class FlvSegmenter:
         return (
             len(self._kinds) == 2
             or self._held_bytes >= PROBE_BYTES
-            or (len(held) > 1 and (held[-1][1] - held[0][1]) / 1000 >= PROBE_S)
+            or len(held) >= PROBE_TAGS  # whatever the timestamps say (a clock stuck at 0)
+            or (len(held) > 1 and abs(held[-1][1] - held[0][1]) / 1000 >= PROBE_S)
         )
 
     def _open(self, tags: list[Tag]) -> None:
