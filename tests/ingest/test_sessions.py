@@ -1,0 +1,106 @@
+"""RTMP publishes sharing the segmenting pool, fed real FLV media made by ffmpeg, on a real
+catalog and store: a room whose media breaks is stopped alone."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import ProtocolError
+from ingest.recorder import Recorder, RecorderConfig
+from storage import Catalog
+from storage.catalog import sqlite_url
+from storage.uploader import Uploader
+from tests.utils.flvfile import read_tags
+from tests.utils.media import FFMPEG, synthetic_input
+from transcode.flv import VIDEO
+
+SECONDS = 6
+
+
+@pytest.fixture(scope="module")
+def tags(tmp_path_factory) -> list[tuple[int, int, bytes]]:
+    path = tmp_path_factory.mktemp("media") / "av.flv"
+    args = [a for a in synthetic_input(seconds=SECONDS) if a != "-re"]
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args, "-f", "flv", str(path)],
+        check=True,
+    )
+    return [(t.type_id, t.timestamp, t.body) for t in read_tags(path)]
+
+
+def broken(tags: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """From 3 s on, the H.264 frames are zeros: the muxer refuses them."""
+    return [
+        (t, ts, body[:5] + bytes(len(body) - 5))
+        if t == VIDEO and ts >= 3000 and body[1] == 1
+        else (t, ts, body)
+        for t, ts, body in tags
+    ]
+
+
+def test_a_broken_room_is_stopped_and_the_others_on_its_thread_are_recorded(
+    tmp_path: Path, store, tags
+) -> None:
+    catalog = Catalog(sqlite_url(tmp_path / "c.db"))
+    catalog.create_schema()
+    creator, _ = catalog.add_creator("c")
+    rooms = [catalog.add_room(creator_id=creator.id, title=n, kind="video") for n in "abc"]
+    uploader = Uploader(store)
+    # One segmenting thread for all three rooms: the broken one shares it with the others.
+    recorder = Recorder(
+        catalog=catalog,
+        uploader=uploader,
+        config=RecorderConfig(
+            spool_dir=tmp_path / "spool", reconnect_grace_s=0, segmenter_threads=1
+        ),
+    )
+    feeds = {rooms[0].id: tags, rooms[1].id: broken(tags), rooms[2].id: tags}
+
+    async def scenario() -> dict[str, str]:
+        sessions = {r.id: await recorder.open_publish("live", r.stream_key, r.id) for r in rooms}
+        outcome = {}
+
+        async def publish(room_id: str) -> None:
+            session = sessions[room_id]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                for type_id, ts, body in feeds[room_id]:
+                    # Paced at 4x real time: the break at 3 s is seen while media still
+                    # comes (the refusal is told on the next message).
+                    await asyncio.sleep(max(0.0, started + ts / 4000 - loop.time()))
+                    await session.on_media(type_id, ts, body)
+                outcome[room_id] = "unpublished"
+            except ProtocolError as exc:
+                outcome[room_id] = f"refused: {exc}"
+            await session.on_close(outcome[room_id])
+
+        await asyncio.wait_for(asyncio.gather(*(publish(r.id) for r in rooms)), 60)
+        await recorder.close()
+        return outcome
+
+    try:
+        outcome = asyncio.run(scenario())
+    finally:
+        uploader.close()
+    good, bad = [rooms[0], rooms[2]], rooms[1]
+    assert outcome[bad.id].startswith("refused: the media could not be read")
+    assert "could not be segmented" in outcome[bad.id]
+    for room in good:
+        assert outcome[room.id] == "unpublished"
+        (recording,) = catalog.recordings(room_id=room.id)
+        assert recording.ended_at is not None
+        for rendition in ("source", "audio"):
+            segments = catalog.find_segments(recording.id, rendition)
+            assert sum(s.duration_s for s in segments) == pytest.approx(SECONDS, abs=0.1)
+            for s in segments:  # stored, not only indexed
+                assert store.head(s.key).size == s.size_bytes
+    # The broken room keeps what it recorded before its media broke, and is ended.
+    (recording,) = catalog.recordings(room_id=bad.id)
+    assert recording.ended_at is not None
+    kept = catalog.find_segments(recording.id, "source")
+    assert len(kept) >= 1 and sum(s.duration_s for s in kept) <= 4.1
