@@ -192,10 +192,6 @@ class MediaLane:
         """Nothing is needed before media time `media_s` (the segmenter's next cut)."""
         self._wake_at = media_s
 
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
     def _schedule(self) -> None:
         """Holding the lock."""
         if not self._scheduled and not self._ended:

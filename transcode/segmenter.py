@@ -1,7 +1,8 @@
 """Copy a live stream into HLS MPEG-TS segments, without re-encoding.
 
-The input is a byte stream (FLV from the RTMP server, MPEG-TS from an HTTP push) read by PyAV in
-the calling thread, which must not be the event loop's: `run()` blocks until the input ends.
+`PacketSegmenter` does the cutting, fed one packet at a time: by `Segmenter`, which demuxes a
+byte stream (an HTTP push's MPEG-TS, a file) in the calling thread, never the event loop's
+(`run()` blocks until the input ends), or by `transcode.flv.FlvSegmenter` with RTMP's frames.
 
 Renditions:
 - `source`: every stream, copied. Video rooms cut at the first keyframe at or after the target
