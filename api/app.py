@@ -76,8 +76,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             "bucket": rt.store.bucket,
             "embedded": rt.embedded is not None,
         }
-        if rt.embedded is not None:
-            store |= {"pid": rt.embedded.pid, "restarts": rt.embedded.restarts}
         catalog: dict[str, Any] = {"backend": rt.catalog.engine.dialect.name}
         for status, probe in ((store, rt.store.ping), (catalog, rt.catalog.ping)):
             t0 = time.perf_counter()
@@ -87,6 +85,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             except StorageError as exc:
                 status |= {"ok": False, "error": str(exc)}
             status["latency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        if rt.embedded is not None:
+            # After the probe, which may have spanned a restart. S3 answers HEAD before a
+            # restarted weed has loaded its volumes; reads of old data fail until then.
+            store |= {"pid": rt.embedded.pid, "restarts": rt.embedded.restarts}
+            if store["ok"] and not rt.embedded.is_serving():
+                store |= {"ok": False, "error": "embedded store is restarting (volumes not loaded)"}
         ok = store["ok"] and catalog["ok"]
         body = {
             "status": "ok" if ok else "degraded",

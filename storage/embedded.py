@@ -92,6 +92,7 @@ class EmbeddedStore:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
+        self._serving = threading.Event()
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -112,6 +113,13 @@ class EmbeddedStore:
 
     def is_running(self) -> bool:
         return self.pid is not None
+
+    def is_serving(self) -> bool:
+        """weed runs and has passed the readiness check: old data reads back, not just S3 up.
+
+        False from the moment weed dies until its restart has loaded every volume again.
+        """
+        return self._serving.is_set() and self.pid is not None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -188,6 +196,7 @@ class EmbeddedStore:
                     return
                 log.error("embedded store restart failed: %s", exc)
             else:
+                self._serving.set()
                 if first:
                     self._ready.set()
                     first = False
@@ -197,6 +206,7 @@ class EmbeddedStore:
                 started = time.monotonic()
                 while proc.poll() is None and not self._stopping.wait(0.2):
                     pass
+                self._serving.clear()
                 if self._stopping.is_set():
                     return
                 log.error(
