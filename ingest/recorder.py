@@ -345,8 +345,6 @@ class Recorder:
             "size_bytes": seg.size_bytes,
             "discontinuity": seg.discontinuity,
         }
-        sidecar = seg.path.with_suffix(".json")
-        sidecar.write_text(json.dumps(fields | {"start_at": start_at.isoformat()}))
         with state.lock:
             rendition = state.renditions[seg.rendition]
             rendition.playlist.segments.append(
@@ -364,15 +362,15 @@ class Recorder:
             playlist_text = rendition.playlist.render()
             master = self._master_if_changed(state)
 
+        if master is not None:
+            # Saved with the segment's index row, in one group commit (upload thread): catalog
+            # writes stay off the segmenting threads, which serve many rooms each.
+            fields["renditions"] = [_rendition_row(state.id, v) for v in master[1]]
+        sidecar = seg.path.with_suffix(".json")
+        sidecar.write_text(json.dumps(fields | {"start_at": start_at.isoformat()}))
         lane = state.id
-        variants = master[1] if master is not None else []
         self.uploader.put(
-            lane,
-            Upload(
-                key=key,
-                path=seg.path,
-                then=lambda: self._stored(state.id, variants, fields, sidecar),
-            ),
+            lane, Upload(key=key, path=seg.path, then=lambda: self._index(fields, sidecar))
         )
         self.uploader.put(
             lane, Upload(key=K.media_playlist(state.id, seg.rendition), data=playlist_text.encode())
@@ -380,19 +378,9 @@ class Recorder:
         if master is not None:
             self.uploader.put(lane, master[0])
 
-    def _stored(
-        self, recording_id: str, variants: list[Variant], fields: dict[str, Any], sidecar: Path
-    ) -> None:
-        """After a segment is stored (upload thread): the renditions its master playlist will
-        announce, then the segment. Catalog writes stay off the segmenting threads: SQLite
-        makes a writer wait, sleeping, while another one writes, and a segmenting thread
-        serves many rooms (a ramp of 300 publishes stalled them all for seconds)."""
-        for variant in variants:
-            self._save_rendition(recording_id, variant)
-        self._index(fields, sidecar)
-
     def _index(self, fields: dict[str, Any], sidecar: Path) -> None:
-        """After a segment is stored (upload thread): index it, then forget its sidecar.
+        """After a segment is stored (upload thread): index it (and the renditions it brings),
+        then forget its sidecar.
 
         Indexed already means the process died between the two: the replay is idempotent. A
         catalog that fails raises, and the sidecar stays for the next start to replay.
@@ -435,18 +423,6 @@ class Recorder:
             )
         text = MasterPlaylist(variants=variants).render()
         return Upload(key=K.master_playlist(state.id), data=text.encode()), variants
-
-    def _save_rendition(self, recording_id: str, variant: Variant) -> None:
-        width, height = variant.resolution or (None, None)
-        self.catalog.set_rendition(
-            recording_id=recording_id,
-            name=variant.name,
-            playlist_key=K.media_playlist(recording_id, variant.name),
-            codecs=variant.codecs,
-            bandwidth=variant.bandwidth,
-            width=width,
-            height=height,
-        )
 
     def _final_playlists(self, state: RecordingState) -> list[Upload]:
         uploads = []
@@ -787,3 +763,17 @@ class PublishSession:
 
 
 __all__ = ["IngestError", "PublishSession", "Recorder", "RecorderConfig", "RecordingState"]
+
+
+def _rendition_row(recording_id: str, variant: Variant) -> dict[str, Any]:
+    """`Catalog.set_rendition`'s arguments for a variant of the master playlist."""
+    width, height = variant.resolution or (None, None)
+    return {
+        "recording_id": recording_id,
+        "name": variant.name,
+        "playlist_key": K.media_playlist(recording_id, variant.name),
+        "codecs": variant.codecs,
+        "bandwidth": variant.bandwidth,
+        "width": width,
+        "height": height,
+    }

@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import delete as sa_delete
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -792,7 +792,10 @@ class Catalog:
     def add_segments(self, rows: Sequence[dict[str, Any]]) -> list[BaseException | None]:
         """Index many uploaded segments in one transaction (the recorder's group commit).
 
-        Rows take `add_segment`'s arguments. Core statements, not the ORM: the unit of work cost
+        Rows take `add_segment`'s arguments, and optionally `renditions`: `set_rendition`'s
+        arguments for the renditions the segment's master playlist announces, saved in the same
+        transaction (a live's first segments bring them: one commit per room was a queue of 300
+        under a ramp of 300 publishes). Core statements, not the ORM: the unit of work cost
         more than the insert itself. If the batch fails (a row indexed before a crash, or whose
         recording is gone), each row is tried on its own so one bad row never loses the others.
         Returns one outcome per row: None, or the row's error (IntegrityError, KeyError).
@@ -816,6 +819,14 @@ class Catalog:
 
     def _insert_segments(self, rows: Sequence[dict[str, Any]]) -> None:
         totals: dict[str, dict[str, Any]] = {}
+        renditions: list[dict[str, Any]] = []
+        if any("renditions" in row for row in rows):
+            plain = []
+            for row in rows:
+                row = dict(row)
+                renditions += row.pop("renditions", ())
+                plain.append(row)
+            rows = plain
         for row in rows:
             total = totals.get(row["recording_id"])
             if total is None:
@@ -830,6 +841,8 @@ class Catalog:
             if row["rendition"] == SOURCE:
                 total["media_s"] += row["duration_s"]
         with self.engine.begin() as conn:
+            for rendition in renditions:
+                _upsert_rendition(conn, rendition)
             conn.execute(_INSERT_SEGMENT, [{"discontinuity": False} | row for row in rows])
             done = conn.execute(_COUNT_SEGMENTS, list(totals.values()))
             # SQLite checks foreign keys only when they are on: a gone recording updates nothing.
@@ -936,6 +949,15 @@ _COUNT_SEGMENTS = (
         media_s=Recording.media_s + bindparam("media_s"),
     )
 )
+
+
+def _upsert_rendition(conn: Connection, fields: dict[str, Any]) -> None:
+    """`set_rendition` in Core, inside the caller's transaction."""
+    fields = {"codecs": "", "bandwidth": 0, "width": None, "height": None} | fields
+    where = (Rendition.recording_id == fields["recording_id"]) & (Rendition.name == fields["name"])
+    changed = conn.execute(update(Rendition).where(where).values(**fields))
+    if changed.rowcount == 0:
+        conn.execute(insert(Rendition).values(**fields))
 
 
 def _missing_or(catalog: Catalog, row: dict[str, Any]) -> BaseException:

@@ -104,3 +104,74 @@ def test_a_broken_room_is_stopped_and_the_others_on_its_thread_are_recorded(
     assert recording.ended_at is not None
     kept = catalog.find_segments(recording.id, "source")
     assert len(kept) >= 1 and sum(s.duration_s for s in kept) <= 4.1
+
+
+def test_a_first_segment_left_in_the_spool_brings_its_renditions_on_recovery(
+    tmp_path: Path, store
+) -> None:
+    """The process died after spooling a live's first segment, before indexing it: the sidecar
+    carries the renditions its master playlist announced, so the restart can close the live's
+    playlists (finalising walks the catalog's renditions)."""
+    import json
+    from datetime import timedelta
+
+    from storage import keys as K
+
+    catalog = Catalog(sqlite_url(tmp_path / "c.db"))
+    catalog.create_schema()
+    creator, _ = catalog.add_creator("c")
+    room = catalog.add_room(creator_id=creator.id, title="r", kind="audio")
+    recording = catalog.start_recording(room.id)  # live, nothing indexed, no renditions
+    spool = tmp_path / "spool"
+    segment = spool / recording.id / "000000.ts"
+    segment.parent.mkdir(parents=True)
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+         *[a for a in synthetic_input(video=False, seconds=2) if a != "-re"],
+         "-c:a", "aac", "-f", "mpegts", str(segment)],
+        check=True,
+    )  # fmt: skip
+    start = recording.started_at
+    key = K.media_segment(recording.id, "source", start, 0, "ts")
+    playlist_key = K.media_playlist(recording.id, "source")
+    fields = {
+        "recording_id": recording.id,
+        "rendition": "source",
+        "sequence": 0,
+        "start_at": start.isoformat(),
+        "duration_s": 2.0,
+        "key": key,
+        "size_bytes": (size := segment.stat().st_size),
+        "discontinuity": False,
+        "renditions": [
+            {
+                "recording_id": recording.id,
+                "name": "source",
+                "playlist_key": playlist_key,
+                "codecs": "mp4a.40.2",
+                "bandwidth": 70_000,
+                "width": None,
+                "height": None,
+            }
+        ],
+    }
+    segment.with_suffix(".json").write_text(json.dumps(fields))
+    uploader = Uploader(store)
+    recorder = Recorder(catalog=catalog, uploader=uploader, config=RecorderConfig(spool_dir=spool))
+    try:
+        assert recorder.recover() == 1
+    finally:
+        uploader.close()
+    (rendition,) = catalog.renditions(recording.id)
+    assert (rendition.name, rendition.codecs, rendition.bandwidth) == (
+        "source",
+        "mp4a.40.2",
+        70_000,
+    )
+    assert [s.key for s in catalog.find_segments(recording.id, "source")] == [key]
+    assert store.head(key).size == size
+    text = store.get(playlist_key).decode()
+    assert "#EXT-X-ENDLIST" in text and key.rsplit("/", 1)[1] in text
+    ended = catalog.recording(recording.id)
+    assert ended.ended_at == start + timedelta(seconds=2)
+    assert not list(spool.glob("*/*.json"))  # indexed: the sidecar is gone

@@ -82,3 +82,78 @@ def test_a_bad_row_is_refused_alone(tmp_path) -> None:
     assert isinstance(outcomes[2], KeyError)
     assert [s.sequence for s in catalog.find_segments(rec.id, "source")] == [0, 1, 2]
     assert catalog.recording(rec.id).object_count == 3
+
+
+def _renditions(rec_id: str, bandwidth: int) -> list[dict]:
+    return [
+        {
+            "recording_id": rec_id,
+            "name": "source",
+            "playlist_key": K.media_playlist(rec_id, "source"),
+            "codecs": "avc1.64001f,mp4a.40.2",
+            "bandwidth": bandwidth,
+            "width": 1280,
+            "height": 720,
+        },
+        {
+            "recording_id": rec_id,
+            "name": "audio",
+            "playlist_key": K.media_playlist(rec_id, "audio"),
+            "codecs": "mp4a.40.2",
+            "bandwidth": 130_000,
+        },
+    ]
+
+
+def test_renditions_ride_with_their_segment_in_the_group_commit(tmp_path) -> None:
+    catalog, recordings = _catalog(tmp_path)
+    indexer = SegmentIndexer(catalog)
+    t0 = recordings[0].started_at
+    barrier = threading.Barrier(len(recordings))
+    errors: list = []
+
+    def first_segment(rec) -> None:
+        barrier.wait()
+        errors.append(indexer.add(_row(rec.id, 0, t0) | {"renditions": _renditions(rec.id, 1)}))
+
+    threads = [threading.Thread(target=first_segment, args=(rec,)) for rec in recordings]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [None] * len(recordings)
+    for rec in recordings:
+        got = {r.name: r for r in catalog.renditions(rec.id)}
+        assert set(got) == {"source", "audio"}
+        assert (got["source"].codecs, got["source"].width, got["source"].height) == (
+            "avc1.64001f,mp4a.40.2",
+            1280,
+            720,
+        )
+        assert (got["audio"].width, got["audio"].height) == (None, None)
+
+    # A later master (the peak grew) updates the rows in place, with the segment that brought it.
+    rec = recordings[0]
+    assert indexer.add(_row(rec.id, 1, t0) | {"renditions": _renditions(rec.id, 2_900_000)}) is None
+    got = {r.name: r for r in catalog.renditions(rec.id)}
+    assert len(got) == 2 and got["source"].bandwidth == 2_900_000
+
+
+def test_renditions_of_a_refused_row_are_not_saved_and_the_others_are(tmp_path) -> None:
+    catalog, recordings = _catalog(tmp_path)
+    rec, other = recordings[0], recordings[1]
+    t0 = rec.started_at
+    catalog.add_segment(**_row(rec.id, 0, t0))
+    outcomes = catalog.add_segments(
+        [
+            _row("gone", 0, t0) | {"renditions": _renditions("gone", 1)},
+            _row(other.id, 0, t0) | {"renditions": _renditions(other.id, 1)},
+            _row(rec.id, 0, t0) | {"renditions": _renditions(rec.id, 7)},  # indexed already
+        ]
+    )
+    assert isinstance(outcomes[0], KeyError)
+    assert outcomes[1] is None
+    assert isinstance(outcomes[2], IntegrityError)
+    assert catalog.renditions("gone") == []
+    assert {r.name for r in catalog.renditions(other.id)} == {"source", "audio"}
+    assert catalog.renditions(rec.id) == []  # its transaction was rolled back whole
