@@ -16,8 +16,12 @@ Tag bodies (FLV 10.1 spec, E.4.2 and E.4.3; Enhanced RTMP v1 for the extended vi
   the composition time offset (signed, ms); the NAL units from byte 5.
 - video, extended (bit 7 of byte 0 set): FrameType in bits 4-6, PacketType in bits 0-3, the
   FourCC in bytes 1-4. PacketType 1 (coded frames) has the composition offset in bytes 5-7 and
-  the frame from byte 8; 3 (coded frames, offset 0) the frame from byte 5; the rest (sequence
-  start and end, metadata, multitrack) carry no frame.
+  the frame from byte 8; 3 (coded frames, offset 0) the frame from byte 5; 0 (sequence start)
+  the decoder configuration from byte 5; the rest (sequence end, metadata, multitrack) carry no
+  frame.
+
+A decoder configuration that differs from the probe's, mid-stream, is an encoder restarted on the
+same connection: the segmenter starts a new timeline there (see `FlvPackets`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Any
 
@@ -33,7 +37,7 @@ import av
 import av.error
 
 from transcode.errors import TranscodeError
-from transcode.segmenter import PacketSegmenter
+from transcode.segmenter import PacketSegmenter, attach_config
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ _AAC, _MP3 = 10, 2
 _AVC = 7
 _KEY, _INFO = 1, 5
 _EX_HEADER = 0x80
-_CODED_FRAMES, _CODED_FRAMES_X = 1, 3
+_SEQUENCE_START, _CODED_FRAMES, _CODED_FRAMES_X = 0, 1, 3
 _FOURCC = {"h264": b"avc1", "hevc": b"hvc1"}
 _SOUND_FORMAT = {"aac": _AAC, "mp3": _MP3}
 _SAMPLES_PER_FRAME = {"aac": 1024, "mp3": 1152}
@@ -105,6 +109,20 @@ class FlvPackets:
             self._video_ms = round(1000 / float(rate)) if rate else 0
         self._sound_format = -1
         self._audio_ms = 0
+        # Decoder configurations (AVC/HEVC records, AAC AudioSpecificConfig) by tag type. The
+        # first of each is the probe's. A different one later is an encoder restarted with new
+        # parameters without reconnecting: `changed` tells the feed to start a new timeline;
+        # a video configuration goes to the next frame as NEW_EXTRADATA side data, as the FLV
+        # demuxer does (the TS muxer's Annex B filter writes the new SPS/PPS from it), and to
+        # the segmenter for the first frame of every later segment; AAC frames get an ADTS
+        # header made from the new configuration (the TS muxer keeps the probe's otherwise).
+        self._configs: dict[int, bytes] = {}
+        self._new_config: dict[int, bytes] = {}
+        self._adts: Callable[[int], bytes] | None = None
+        self.changed = False
+        # The video configuration in force when it is not the probe's, by stream index: the
+        # segmenter's (PacketSegmenter.configs), shared.
+        self.configs: dict[int, bytes] = {}
         if audio is not None:
             ctx = audio.codec_context
             name = ctx.codec.canonical_name
@@ -127,8 +145,11 @@ class FlvPackets:
             return None
         if self._sound_format == _AAC:
             if body[1] != 1:
-                return None  # the AudioSpecificConfig: the probe has it
+                self._config(AUDIO, body[2:])  # the AudioSpecificConfig
+                return None
             data = body[2:]
+            if self._adts is not None:
+                data = self._adts(len(data)) + data
         else:
             data = body[1:]
         return _packet(data, ts, ts, True, self._audio_ms), self.audio.index
@@ -148,6 +169,8 @@ class FlvPackets:
             elif packet_type == _CODED_FRAMES_X:
                 cts, data = 0, body[5:]
             else:
+                if packet_type == _SEQUENCE_START:
+                    self._config(VIDEO, body[5:])
                 return None  # sequence start or end, metadata
         else:
             frame_type = b0 >> 4
@@ -155,11 +178,66 @@ class FlvPackets:
                 self.dropped += 1
                 return None
             if body[1] != 1:
-                return None  # the decoder configuration (the probe has it) or end of sequence
+                if body[1] == 0:
+                    self._config(VIDEO, body[5:])  # the decoder configuration record
+                return None  # or the end of sequence
             cts, data = _si24(body, 2), body[5:]
         if frame_type == _INFO or not data:
             return None
-        return _packet(data, ts + cts, ts, frame_type == _KEY, self._video_ms), self.video.index
+        packet = _packet(data, ts + cts, ts, frame_type == _KEY, self._video_ms)
+        return self._with_config(VIDEO, packet), self.video.index
+
+    def _config(self, type_id: int, config: bytes) -> None:
+        current = self._configs.get(type_id)
+        if current is None:
+            self._configs[type_id] = config  # the probe read this one
+            return
+        if config == current:
+            return  # repeated (some encoders send it before every keyframe)
+        self._configs[type_id] = config
+        self.changed = True
+        if type_id == VIDEO:
+            assert self.video is not None
+            self._new_config[VIDEO] = self.configs[self.video.index] = config
+        else:
+            self._adts = adts_header(config)
+            if self._adts is None:
+                log.warning("AAC configuration %s cannot be framed as ADTS", config.hex())
+
+    def _with_config(self, type_id: int, packet: av.Packet) -> av.Packet:
+        config = self._new_config.pop(type_id, None) if self._new_config else None
+        if config:
+            attach_config(packet, config)
+        return packet
+
+
+def adts_header(config: bytes) -> Callable[[int], bytes] | None:
+    """The 7-byte ADTS header for raw AAC frames of an AudioSpecificConfig (ISO 14496-3
+    1.6.2.1 and 1.A.2.2), as a function of the frame's size; None when ADTS cannot say it
+    (an explicit sampling rate, an object type ADTS has no profile for)."""
+    if len(config) < 2:
+        return None
+    object_type = config[0] >> 3
+    rate_index = ((config[0] & 0x07) << 1) | (config[1] >> 7)
+    channels = (config[1] >> 3) & 0x0F
+    if object_type in (5, 29):  # SBR / PS over AAC LC: ADTS carries the core
+        object_type = 2
+    if not 1 <= object_type <= 4 or rate_index > 12 or channels > 7:
+        return None
+    fixed = bytes([0xFF, 0xF1, ((object_type - 1) << 6) | (rate_index << 2) | (channels >> 2)])
+
+    def header(size: int) -> bytes:
+        length = size + 7
+        return fixed + bytes(
+            [
+                ((channels & 0x03) << 6) | (length >> 11),
+                (length >> 3) & 0xFF,
+                ((length & 0x07) << 5) | 0x1F,
+                0xFC,
+            ]
+        )
+
+    return header
 
 
 def _packet(data: bytes, pts: int, dts: int, key: bool, duration: int) -> av.Packet:
@@ -197,12 +275,21 @@ class FlvSegmenter:
                 return
             tags, self._held = self._held, []
             self._open(tags)
-        assert self._packets is not None and self.segmenter is not None
-        packet_of, push = self._packets.packet, self.segmenter.push
+        packets, segmenter = self._packets, self.segmenter
+        assert packets is not None and segmenter is not None
+        packet_of, push = packets.packet, segmenter.push
         try:
             for type_id, ts, body in tags:
                 found = packet_of(type_id, ts, body)
                 if found is not None:
+                    if packets.changed:
+                        packets.changed = False
+                        log.warning(
+                            "%s: the encoder restarted with new parameters; the recording "
+                            "goes on after a discontinuity",
+                            self.label,
+                        )
+                        segmenter.new_timeline()
                     push(*found)
         except av.error.FFmpegError as exc:  # the muxer refused the data (not what it said)
             raise TranscodeError(f"{self.label}: the media could not be segmented: {exc}") from exc
@@ -256,3 +343,4 @@ class FlvSegmenter:
         audio = next((s for s in self._probe.streams.audio), None)
         self._packets = FlvPackets(video, audio)
         self.segmenter = PacketSegmenter(video=video, audio=audio, label=self.label, **self.options)
+        self._packets.configs = self.segmenter.configs

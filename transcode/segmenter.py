@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import av
 import av.error
+from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from transcode.codecs import avc1_codec, hevc_codec, mp4a_codec
 from transcode.errors import TranscodeError
@@ -79,10 +80,18 @@ class SegmentClosed:
 class _Output:
     """One rendition's open segment file."""
 
-    def __init__(self, name: str, streams: list[av.stream.Stream], directory: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        streams: list[av.stream.Stream],
+        directory: Path,
+        configs: dict[int, bytes],
+    ) -> None:
         self.name = name
         self.inputs = streams
         self.directory = directory
+        self.configs = configs  # the PacketSegmenter's, by input stream index
+        self.fresh: set[int] = set()  # streams with a newer config, not written this segment
         self.container: av.container.OutputContainer | None = None
         self.streams: dict[int, av.stream.Stream] = {}
         self.path: Path | None = None
@@ -96,12 +105,21 @@ class _Output:
         self.container = av.open(str(self.path), "w", format="mpegts", options=TS_OPTIONS)
         self.streams = {s.index: self.container.add_stream_from_template(s) for s in self.inputs}
         self.start = None
+        if self.configs:
+            self.fresh = {i for i in self.streams if i in self.configs}
 
     def write(self, packet: av.Packet, index: int, t: float, end: float) -> None:
         assert self.container is not None
         if self.start is None:
             self.start = t
         self.end = max(self.end or end, end)
+        if self.fresh and index in self.fresh:
+            # The streams were made from the probe's parameters: a segment after a change of
+            # decoder configuration gets the new one on its first packet (its SPS/PPS, its ADTS
+            # header), or players would decode it with the old.
+            self.fresh.discard(index)
+            if not packet.has_sidedata("new_extradata"):
+                attach_config(packet, self.configs[index])
         packet.stream = self.streams[index]
         self.container.mux(packet)
 
@@ -193,7 +211,7 @@ class PacketSegmenter:
         self.target_s = target_s
         self.sequence = first_sequence
         self.first_sequence = first_sequence
-        self._new_timeline: set[int] = set()  # sequences that start after a timestamp jump
+        self._new_timeline: set[int] = set()  # sequences that start after a discontinuity
         self.max_jump_s = max(10.0, 5 * target_s)
         self.discontinuity = discontinuity
         self.on_segment = on_segment
@@ -204,9 +222,12 @@ class PacketSegmenter:
         info = _describe(video, audio)
         self.inputs = [s for s in (video, audio) if s is not None]
         self._video_index = video.index if video is not None else None
-        outputs = [_Output("source", self.inputs, self.directory)]
+        # A decoder configuration that replaced the probe's, by input stream index (set by the
+        # feed, with the packet that carries it as NEW_EXTRADATA side data).
+        self.configs: dict[int, bytes] = {}
+        outputs = [_Output("source", self.inputs, self.directory, self.configs)]
         if video is not None and audio is not None and audio_rendition:
-            outputs.append(_Output("audio", [audio], self.directory))
+            outputs.append(_Output("audio", [audio], self.directory, self.configs))
         self.outputs = outputs
         info.renditions = [o.name for o in outputs]
         on_start(info)
@@ -249,14 +270,7 @@ class PacketSegmenter:
                 index,
                 self.sequence + 1,
             )
-            for out in outputs:
-                self._finish(out)
-            self.sequence += 1
-            self._new_timeline.add(self.sequence)
-            for out in outputs:
-                out.open(self.sequence)
-            self._last_dts.clear()
-            self._cut_at = None
+            self.new_timeline()
         self._last_dts[index] = dts
         is_video = index == self._video_index
         if is_video:
@@ -293,6 +307,22 @@ class PacketSegmenter:
             self._hinted = due
             self.on_next_cut(due)
 
+    def new_timeline(self) -> None:
+        """Close the open segments here; the next ones start after a discontinuity (a jump in
+        the input's clock, an encoder restarted with new parameters)."""
+        source, extra = self.outputs[0], self.outputs[1:]
+        if source.start is not None:  # else cut just now, and nothing written since
+            self._finish(source)
+            self.sequence += 1
+            source.open(self.sequence)
+        for out in extra:
+            if out.start is not None or out.sequence != self.sequence:
+                self._finish(out)
+                out.open(self.sequence)
+        self._new_timeline.add(self.sequence)
+        self._last_dts.clear()
+        self._cut_at = None
+
     def finish(self) -> None:
         """Close the open segments at their last packets and report them. Idempotent."""
         for out in self.outputs:
@@ -323,6 +353,17 @@ class PacketSegmenter:
         )
         out.end = None
         self.on_segment(segment)
+
+
+def attach_config(packet: av.Packet, config: bytes) -> None:
+    """A new decoder configuration on `packet`, as NEW_EXTRADATA side data (what FFmpeg's FLV
+    demuxer makes of a sequence header mid-stream, and what its muxers and filters read)."""
+    side = PacketSideData(_NEW_EXTRADATA, len(config))
+    side.update(config)
+    side.to_packet(packet)
+
+
+_NEW_EXTRADATA = packet_sidedata_type_from_literal("new_extradata")
 
 
 # What HLS players take in MPEG-TS (hls.js, Safari, ffmpeg), with the RFC 6381 string for each.

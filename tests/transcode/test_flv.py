@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.utils.flvfile import read_tags, write_flv
+from tests.utils.flvfile import Tag, read_tags, write_flv
 from tests.utils.media import FFMPEG
 from transcode.errors import TranscodeError
 from transcode.flv import AUDIO, VIDEO, FlvPackets, FlvSegmenter, is_frame
@@ -88,6 +88,120 @@ def test_segments_are_the_same_bytes_as_through_the_demuxer(media, tmp_path) -> 
     for ours, theirs in zip(by_tags, by_demuxer, strict=True):
         assert ours.path.read_bytes() == theirs.path.read_bytes(), ours.path.name
         assert ours.duration_s == pytest.approx(theirs.duration_s, abs=0.03)
+
+
+def _halves(out: Path, encoding: str) -> list[list[Tag]]:
+    """Two 3 s publishes of one encoder: 320x240 with 44.1 kHz audio, then 640x360 with
+    22.05 kHz, each with its own sequence headers."""
+    halves = []
+    for i, size in enumerate(("320x240", "640x360")):
+        half = out / f"{i}.flv"
+        subprocess.run(
+            [
+                *(FFMPEG, "-hide_banner", "-loglevel", "error", "-y"),
+                *("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30"),
+                *("-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={44100 // (i + 1)}"),
+                *("-t", "3", *ENCODINGS[encoding], "-f", "flv", str(half)),
+            ],
+            check=True,
+        )
+        halves.append(read_tags(half))
+    return halves
+
+
+def test_an_encoder_restarted_with_new_parameters_is_recorded_after_a_discontinuity(
+    tmp_path, caplog
+) -> None:
+    """A phone app that restarts its encoder at 3 s with a new resolution and audio rate but
+    keeps the connection: new sequence headers come mid-stream. Every segment after them
+    carries the new parameters (SPS/PPS, ADTS header) and plays."""
+    first, second = _halves(tmp_path, "h264+aac")
+    tags = first + [Tag(t.type_id, t.timestamp + 3000, t.body) for t in second if t.type_id != 18]
+    restarted = write_flv(tmp_path / "restarted.flv", tags)
+
+    # The video packets are the demuxer's, the new configuration as side data included.
+    with av.open(str(restarted)) as demuxer:
+        video, audio = demuxer.streams.video[0], demuxer.streams.audio[0]
+        theirs = [_video_packet(p) for p in demuxer.demux(video) if p.size]
+        packets = FlvPackets(video, audio)
+        ours = []
+        for t in tags:
+            found = packets.packet(t.type_id, t.timestamp, t.body)
+            if found is not None and found[1] == video.index:
+                ours.append(_video_packet(found[0]))
+    assert sum(1 for p in theirs if p[-1]) == 1
+    assert ours == theirs
+
+    segments: list[SegmentClosed] = []
+    segmenter = FlvSegmenter(label="phone", directory=tmp_path / "out", on_segment=segments.append)
+    bodies = [(t.type_id, t.timestamp, t.body) for t in tags]
+    for i in range(0, len(bodies), 7):
+        segmenter.push(bodies[i : i + 7])
+    segmenter.finish()
+    assert "phone: the encoder restarted with new parameters" in caplog.text
+    for rendition in ("source", "audio"):
+        mine = [s for s in segments if s.rendition == rendition]
+        assert sum(s.duration_s for s in mine) == pytest.approx(6, abs=0.1)
+        assert [s.discontinuity for s in mine].count(True) == 1
+        after = False
+        for s in mine:
+            after = after or s.discontinuity
+            played = _play(s.path)
+            assert played["audio"] == {22050 if after else 44100}, s.path.name
+            if rendition == "source":
+                assert played["video"] == {(640, 360) if after else (320, 240)}, s.path.name
+
+
+def test_a_repeated_sequence_header_changes_nothing(tmp_path) -> None:
+    """Some encoders send the same decoder configuration before every keyframe."""
+    path = tmp_path / "plain.flv"
+    subprocess.run(
+        [
+            *(FFMPEG, "-hide_banner", "-loglevel", "error", "-y"),
+            *("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"),
+            *("-f", "lavfi", "-i", "sine=sample_rate=44100", "-t", "5", *ENCODINGS["h264+aac"]),
+            *("-f", "flv", str(path)),
+        ],
+        check=True,
+    )
+    tags = read_tags(path)
+    headers = [t for t in tags if t.type_id in (AUDIO, VIDEO) and not is_frame(t.type_id, t.body)]
+    repeated = []
+    for t in tags:
+        if t.type_id == VIDEO and t.body[0] >> 4 == 1 and is_frame(VIDEO, t.body):
+            repeated += [Tag(h.type_id, t.timestamp, h.body) for h in headers]
+        repeated.append(t)
+    by_tags = []
+    for source, out in ((tags, "plain"), (repeated, "repeated")):
+        segments: list[SegmentClosed] = []
+        segmenter = FlvSegmenter(label=out, directory=tmp_path / out, on_segment=segments.append)
+        for t in source:
+            segmenter.push([(t.type_id, t.timestamp, t.body)])
+        segmenter.finish()
+        by_tags.append(segments)
+    plain, again = by_tags
+    assert len(again) == len(plain) >= 4
+    assert not any(s.discontinuity for s in again)
+    for a, b in zip(plain, again, strict=True):
+        assert a.path.read_bytes() == b.path.read_bytes()
+
+
+def _video_packet(packet: av.Packet) -> tuple:
+    side = tuple((d.data_type, bytes(d)) for d in packet.iter_sidedata())
+    return (packet.pts, packet.dts, packet.is_keyframe, bytes(packet), side)
+
+
+def _play(path: Path) -> dict[str, set]:
+    """Decode a whole segment (any decoder error fails the test): the video sizes and audio
+    sample rates it carries."""
+    seen: dict[str, set] = {"video": set(), "audio": set()}
+    with av.open(str(path)) as container:
+        for frame in container.decode(*container.streams):
+            if isinstance(frame, av.VideoFrame):
+                seen["video"].add((frame.width, frame.height))
+            else:
+                seen["audio"].add(frame.sample_rate)
+    return seen
 
 
 def test_a_track_that_starts_later_is_dropped_and_counted(tmp_path, caplog) -> None:
