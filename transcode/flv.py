@@ -61,6 +61,8 @@ _SEQUENCE_START, _CODED_FRAMES, _CODED_FRAMES_X = 0, 1, 3
 _FOURCC = {"h264": b"avc1", "hevc": b"hvc1"}
 _SOUND_FORMAT = {"aac": _AAC, "mp3": _MP3}
 _SAMPLES_PER_FRAME = {"aac": 1024, "mp3": 1152}
+# An audio room's AAC frames go to the muxer in runs of up to this many (~0.4 s at 44.1 kHz).
+GROUP_FRAMES = 16
 
 Tag = tuple[int, int, bytes]  # (type id, timestamp in ms, body)
 
@@ -108,7 +110,7 @@ class FlvPackets:
             rate = ctx.framerate or video.guessed_rate or video.average_rate
             self._video_ms = round(1000 / float(rate)) if rate else 0
         self._sound_format = -1
-        self._audio_ms = 0
+        self.audio_ms = 0
         # Decoder configurations (AVC/HEVC records, AAC AudioSpecificConfig) by tag type. The
         # first of each is the probe's. A different one later is an encoder restarted with new
         # parameters without reconnecting: `changed` tells the feed to start a new timeline;
@@ -128,7 +130,12 @@ class FlvPackets:
             name = ctx.codec.canonical_name
             self._sound_format = _SOUND_FORMAT.get(name, -1)
             if ctx.sample_rate:
-                self._audio_ms = round(_SAMPLES_PER_FRAME.get(name, 0) * 1000 / ctx.sample_rate)
+                self.audio_ms = round(_SAMPLES_PER_FRAME.get(name, 0) * 1000 / ctx.sample_rate)
+        # Audio rooms: frames grouped into packets of ADTS frames (`audio_group`), with the
+        # header of the probe's configuration until another comes.
+        self._probe_adts: Callable[[int], bytes] | None = None
+        if audio is not None and video is None and self._sound_format == _AAC:
+            self._probe_adts = adts_header(audio.codec_context.extradata or b"")
 
     def packet(self, type_id: int, timestamp_ms: int, body: bytes) -> tuple[av.Packet, int] | None:
         """The packet a tag carries and its stream index, or None (a header, or not a frame
@@ -152,7 +159,23 @@ class FlvPackets:
                 data = self._adts(len(data)) + data
         else:
             data = body[1:]
-        return _packet(data, ts, ts, True, self._audio_ms), self.audio.index
+        return _packet(data, ts, ts, True, self.audio_ms), self.audio.index
+
+    @property
+    def groups_audio(self) -> bool:
+        """An audio-only AAC input, whose frames `audio_group` can put in one packet."""
+        return self._probe_adts is not None
+
+    def audio_group(self, frames: list[tuple[int, bytes]]) -> tuple[av.Packet, int]:
+        """Consecutive raw AAC frames (timestamp, data) as one packet of ADTS frames: one
+        packet, one mux call, one GIL hand-over for the lot instead of one each. The TS muxer
+        takes ADTS as it is and packs frames into PES packets of ~3 KB anyway."""
+        adts = self._adts or self._probe_adts
+        assert self.audio is not None and adts is not None
+        data = b"".join([adts(len(frame)) + frame for _, frame in frames])
+        first, last = frames[0][0], frames[-1][0]
+        duration = last - first + self.audio_ms
+        return _packet(data, first, first, True, duration), self.audio.index
 
     def _video(self, ts: int, body: bytes) -> tuple[av.Packet, int] | None:
         if self.video is None or len(body) < 5:
@@ -277,22 +300,61 @@ class FlvSegmenter:
             self._open(tags)
         packets, segmenter = self._packets, self.segmenter
         assert packets is not None and segmenter is not None
-        packet_of, push = packets.packet, segmenter.push
         try:
+            if packets.groups_audio:
+                self._push_grouped(tags)
+                return
+            packet_of, push = packets.packet, segmenter.push
             for type_id, ts, body in tags:
                 found = packet_of(type_id, ts, body)
                 if found is not None:
                     if packets.changed:
-                        packets.changed = False
-                        log.warning(
-                            "%s: the encoder restarted with new parameters; the recording "
-                            "goes on after a discontinuity",
-                            self.label,
-                        )
-                        segmenter.new_timeline()
+                        self._restarted()
                     push(*found)
         except av.error.FFmpegError as exc:  # the muxer refused the data (not what it said)
             raise TranscodeError(f"{self.label}: the media could not be segmented: {exc}") from exc
+
+    def _push_grouped(self, tags: Iterable[Tag]) -> None:
+        """An audio room: runs of AAC frames go to the segmenter as one packet each (see
+        `FlvPackets.audio_group`). A run ends before a frame the segmenter would cut at, at a
+        gap or step back in the timestamps, and at GROUP_FRAMES, so cuts, jumps and
+        discontinuities fall where they would frame by frame."""
+        packets, segmenter = self._packets, self.segmenter
+        assert packets is not None and segmenter is not None
+        group: list[tuple[int, bytes]] = []
+        cuts_at, push = segmenter.cuts_at, segmenter.push
+        gap = 2 * packets.audio_ms
+        for type_id, ts, body in tags:
+            if type_id == AUDIO and len(body) > 2 and body[0] >> 4 == _AAC and body[1] == 1:
+                if group and (
+                    len(group) >= GROUP_FRAMES
+                    or not 0 <= ts - group[-1][0] <= gap
+                    or cuts_at(ts * 0.001)
+                ):
+                    push(*packets.audio_group(group))
+                    group = []
+                group.append((ts, body[2:]))
+                continue
+            if group:
+                push(*packets.audio_group(group))
+                group = []
+            found = packets.packet(type_id, ts, body)
+            if packets.changed:  # a new AudioSpecificConfig: the next frames are another format
+                self._restarted()
+            if found is not None:
+                push(*found)
+        if group:
+            push(*packets.audio_group(group))
+
+    def _restarted(self) -> None:
+        assert self._packets is not None and self.segmenter is not None
+        self._packets.changed = False
+        log.warning(
+            "%s: the encoder restarted with new parameters; the recording goes on after a "
+            "discontinuity",
+            self.label,
+        )
+        self.segmenter.new_timeline()
 
     def finish(self) -> None:
         """The publish ended: segment what is held (a publish shorter than the probe) and close

@@ -307,6 +307,12 @@ class PacketSegmenter:
             self._hinted = due
             self.on_next_cut(due)
 
+    def cuts_at(self, t: float) -> bool:
+        """Whether an audio packet at media time `t` would close the segment of an audio-only
+        input (the feed must not hide such a frame inside a bigger packet)."""
+        start = self.outputs[0].start
+        return start is not None and t - start >= self._early_cut
+
     def new_timeline(self) -> None:
         """Close the open segments here; the next ones start after a discontinuity (a jump in
         the input's clock, an encoder restarted with new parameters)."""

@@ -80,14 +80,31 @@ def segments_both_ways(path: Path, out: Path, batch: int = 7) -> tuple[list, lis
 
 
 def test_segments_are_the_same_bytes_as_through_the_demuxer(media, tmp_path) -> None:
+    """Audio rooms' frames go to the muxer in runs (one PES for several ADTS frames): there
+    the same cuts and the same decoded audio, frame for frame; elsewhere the same bytes."""
     by_demuxer, by_tags = segments_both_ways(media, tmp_path)
     assert len(by_demuxer) >= 3
-    assert [(s.rendition, s.sequence, s.start_s, s.size_bytes) for s in by_tags] == [
-        (s.rendition, s.sequence, s.start_s, s.size_bytes) for s in by_demuxer
+    assert [(s.rendition, s.sequence, s.start_s) for s in by_tags] == [
+        (s.rendition, s.sequence, s.start_s) for s in by_demuxer
     ]
+    audio_room = media.stem == "aac"
     for ours, theirs in zip(by_tags, by_demuxer, strict=True):
-        assert ours.path.read_bytes() == theirs.path.read_bytes(), ours.path.name
         assert ours.duration_s == pytest.approx(theirs.duration_s, abs=0.03)
+        if audio_room:
+            assert _decoded(ours.path) == _decoded(theirs.path), ours.path.name
+            assert ours.size_bytes < theirs.size_bytes  # fewer PES headers and less padding
+        else:
+            assert ours.size_bytes == theirs.size_bytes
+            assert ours.path.read_bytes() == theirs.path.read_bytes(), ours.path.name
+
+
+def _decoded(path: Path) -> tuple[float, list[bytes]]:
+    """The first frame's time and every frame's samples. Within a run of ADTS frames a
+    player times frames by their sample counts, not FLV's whole milliseconds: only the
+    first frame's time is the same to the tick."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(audio=0))
+    return float(frames[0].time), [bytes(f.planes[0]) for f in frames]
 
 
 def _halves(out: Path, encoding: str) -> list[list[Tag]]:
