@@ -511,6 +511,20 @@ def _notify(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         loop.call_soon_threadsafe(event.set)
 
 
+def _rendition_row(recording_id: str, variant: Variant) -> dict[str, Any]:
+    """`Catalog.set_rendition`'s arguments for a variant of the master playlist."""
+    width, height = variant.resolution or (None, None)
+    return {
+        "recording_id": recording_id,
+        "name": variant.name,
+        "playlist_key": K.media_playlist(recording_id, variant.name),
+        "codecs": variant.codecs,
+        "bandwidth": variant.bandwidth,
+        "width": width,
+        "height": height,
+    }
+
+
 def _variant_order(name: str) -> tuple[int, int]:
     """source first, then the ladder from the top rung down, the audio-only rendition last."""
     if name == "source":
@@ -763,17 +777,3 @@ class PublishSession:
 
 
 __all__ = ["IngestError", "PublishSession", "Recorder", "RecorderConfig", "RecordingState"]
-
-
-def _rendition_row(recording_id: str, variant: Variant) -> dict[str, Any]:
-    """`Catalog.set_rendition`'s arguments for a variant of the master playlist."""
-    width, height = variant.resolution or (None, None)
-    return {
-        "recording_id": recording_id,
-        "name": variant.name,
-        "playlist_key": K.media_playlist(recording_id, variant.name),
-        "codecs": variant.codecs,
-        "bandwidth": variant.bandwidth,
-        "width": width,
-        "height": height,
-    }

@@ -115,8 +115,8 @@ class _Output:
         self.end = max(self.end or end, end)
         if self.fresh and index in self.fresh:
             # The streams were made from the probe's parameters: a segment after a change of
-            # decoder configuration gets the new one on its first packet (its SPS/PPS, its ADTS
-            # header), or players would decode it with the old.
+            # video decoder configuration gets the new one on its first packet (the Annex B
+            # filter then writes the new SPS/PPS), or players would decode it with the old.
             self.fresh.discard(index)
             if not packet.has_sidedata("new_extradata"):
                 attach_config(packet, self.configs[index])
