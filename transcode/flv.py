@@ -35,9 +35,10 @@ from typing import Any
 
 import av
 import av.error
+from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from transcode.errors import TranscodeError
-from transcode.segmenter import PacketSegmenter, attach_config
+from transcode.segmenter import PacketSegmenter
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,11 @@ class FlvPackets:
         self.audio_ms = 0
         # Decoder configurations (AVC/HEVC records, AAC AudioSpecificConfig) by tag type. The
         # first of each is the probe's. A different one later is an encoder restarted with new
-        # parameters without reconnecting: `changed` tells the feed to start a new timeline;
-        # a video configuration goes to the next frame as NEW_EXTRADATA side data, as the FLV
-        # demuxer does (the TS muxer's Annex B filter writes the new SPS/PPS from it), and to
-        # the segmenter for the first frame of every later segment; AAC frames get an ADTS
-        # header made from the new configuration (the TS muxer keeps the probe's otherwise).
+        # parameters without reconnecting: `changed` tells the feed to start a new timeline.
+        # A video configuration goes to the segmenter, whose muxers start from it from then on
+        # (and, as the FLV demuxer does, to the next frame as NEW_EXTRADATA side data); AAC
+        # frames get an ADTS header made from the new configuration (FFmpeg's TS muxer keeps
+        # the first one it was given otherwise).
         self._configs: dict[int, bytes] = {}
         self._new_config: dict[int, bytes] = {}
         self._adts: Callable[[int], bytes] | None = None
@@ -261,6 +262,17 @@ def adts_header(config: bytes) -> Callable[[int], bytes] | None:
         )
 
     return header
+
+
+def attach_config(packet: av.Packet, config: bytes) -> None:
+    """A new decoder configuration on `packet`, as NEW_EXTRADATA side data (what FFmpeg's FLV
+    demuxer makes of a sequence header mid-stream)."""
+    side = PacketSideData(_NEW_EXTRADATA, len(config))
+    side.update(config)
+    side.to_packet(packet)
+
+
+_NEW_EXTRADATA = packet_sidedata_type_from_literal("new_extradata")
 
 
 def _packet(data: bytes, pts: int, dts: int, key: bool, duration: int) -> av.Packet:

@@ -29,7 +29,6 @@ from typing import IO, Any
 
 import av
 import av.error
-from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from transcode.codecs import avc1_codec, hevc_codec, mp4a_codec
 from transcode.errors import TranscodeError
@@ -91,7 +90,6 @@ class _Output:
         self.inputs = streams
         self.directory = directory
         self.configs = configs  # the PacketSegmenter's, by input stream index
-        self.fresh: set[int] = set()  # streams with a newer config, not written this segment
         self.container: av.container.OutputContainer | None = None
         self.streams: dict[int, av.stream.Stream] = {}
         self.path: Path | None = None
@@ -105,21 +103,19 @@ class _Output:
         self.container = av.open(str(self.path), "w", format="mpegts", options=TS_OPTIONS)
         self.streams = {s.index: self.container.add_stream_from_template(s) for s in self.inputs}
         self.start = None
-        if self.configs:
-            self.fresh = {i for i in self.streams if i in self.configs}
+        for index, config in self.configs.items():
+            # The streams are made from the probe's parameters: after a change of decoder
+            # configuration, each segment's muxer starts from the new one (its Annex B filter
+            # writes the new parameter sets before the first keyframe), or players would decode
+            # the segment with the old.
+            if index in self.streams:
+                self.streams[index].codec_context.extradata = config
 
     def write(self, packet: av.Packet, index: int, t: float, end: float) -> None:
         assert self.container is not None
         if self.start is None:
             self.start = t
         self.end = max(self.end or end, end)
-        if self.fresh and index in self.fresh:
-            # The streams were made from the probe's parameters: a segment after a change of
-            # video decoder configuration gets the new one on its first packet (the Annex B
-            # filter then writes the new SPS/PPS), or players would decode it with the old.
-            self.fresh.discard(index)
-            if not packet.has_sidedata("new_extradata"):
-                attach_config(packet, self.configs[index])
         packet.stream = self.streams[index]
         self.container.mux(packet)
 
@@ -222,8 +218,8 @@ class PacketSegmenter:
         info = _describe(video, audio)
         self.inputs = [s for s in (video, audio) if s is not None]
         self._video_index = video.index if video is not None else None
-        # A decoder configuration that replaced the probe's, by input stream index (set by the
-        # feed, with the packet that carries it as NEW_EXTRADATA side data).
+        # A video decoder configuration that replaced the probe's, by input stream index (set
+        # by the feed, which starts a new timeline with it: `new_timeline`).
         self.configs: dict[int, bytes] = {}
         outputs = [_Output("source", self.inputs, self.directory, self.configs)]
         if video is not None and audio is not None and audio_rendition:
@@ -359,17 +355,6 @@ class PacketSegmenter:
         )
         out.end = None
         self.on_segment(segment)
-
-
-def attach_config(packet: av.Packet, config: bytes) -> None:
-    """A new decoder configuration on `packet`, as NEW_EXTRADATA side data (what FFmpeg's FLV
-    demuxer makes of a sequence header mid-stream, and what its muxers and filters read)."""
-    side = PacketSideData(_NEW_EXTRADATA, len(config))
-    side.update(config)
-    side.to_packet(packet)
-
-
-_NEW_EXTRADATA = packet_sidedata_type_from_literal("new_extradata")
 
 
 # What HLS players take in MPEG-TS (hls.js, Safari, ffmpeg), with the RFC 6381 string for each.

@@ -126,13 +126,14 @@ def _halves(out: Path, encoding: str) -> list[list[Tag]]:
     return halves
 
 
+@pytest.mark.parametrize("encoding", ["h264+aac", "hevc+aac"])
 def test_an_encoder_restarted_with_new_parameters_is_recorded_after_a_discontinuity(
-    tmp_path, caplog
+    encoding, tmp_path, caplog
 ) -> None:
     """A phone app that restarts its encoder at 3 s with a new resolution and audio rate but
     keeps the connection: new sequence headers come mid-stream. Every segment after them
     carries the new parameters (SPS/PPS, ADTS header) and plays."""
-    first, second = _halves(tmp_path, "h264+aac")
+    first, second = _halves(tmp_path, encoding)
     tags = first + [Tag(t.type_id, t.timestamp + 3000, t.body) for t in second if t.type_id != 18]
     restarted = write_flv(tmp_path / "restarted.flv", tags)
 
