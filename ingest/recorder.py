@@ -328,7 +328,12 @@ class Recorder:
                         playlist=MediaPlaylist(segments=[], playlist_type="EVENT"), info=info
                     )
                 else:
-                    state.renditions[name].info = info
+                    rendition = state.renditions[name]
+                    if rendition.info.codecs(name) != info.codecs(name) or (
+                        (rendition.info.width, rendition.info.height) != (info.width, info.height)
+                    ):
+                        rendition.announced_bps = 0  # a camera turned on: announce it again
+                    rendition.info = info
 
     def on_segment(
         self, state: RecordingState, session: PublishSession, seg: SegmentClosed
@@ -707,11 +712,17 @@ class PublishSession:
         The first segment starts when the first bytes arrived; the media timeline runs from
         there. After a timestamp jump (a discontinuity inside this publish) the media clock
         restarts, so the wall clock continues from where the previous segment ended instead.
+        A rendition that first appears after a discontinuity takes the source's anchor.
         Called from the segmenter thread only.
         """
         assert self._wall_start is not None
         anchor = self._anchors.get(seg.rendition)
-        if anchor is None or seg.discontinuity:
+        source = self._anchors.get("source")
+        if anchor is None and seg.discontinuity and source is not None:
+            # A rendition that appears mid-publish (a camera turned on: the audio-only one) is
+            # on the source's media clock: its segments start where the source's do.
+            anchor = self._anchors[seg.rendition] = source
+        elif anchor is None or seg.discontinuity:
             wall = self._ends.get(seg.rendition, self._wall_start)
             anchor = self._anchors[seg.rendition] = (seg.start_s, wall)
         media0, wall0 = anchor

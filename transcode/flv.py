@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -64,6 +64,9 @@ _SOUND_FORMAT = {"aac": _AAC, "mp3": _MP3}
 _SAMPLES_PER_FRAME = {"aac": 1024, "mp3": 1152}
 # An audio room's AAC frames go to the muxer in runs of up to this many (~0.4 s at 44.1 kHz).
 GROUP_FRAMES = 16
+# A track that appears after the probe starts the segmenting over; not more often than this
+# per publish (a publisher toggling a camera every second must not make a segment each time).
+MAX_RESTARTS = 8
 
 Tag = tuple[int, int, bytes]  # (type id, timestamp in ms, body)
 
@@ -123,6 +126,11 @@ class FlvPackets:
         self._new_config: dict[int, bytes] = {}
         self._adts: Callable[[int], bytes] | None = None
         self.changed = False
+        # The last sequence header tag body of each kind (a new probe needs them again), and
+        # the kind of a track that has appeared since the probe (see `_missing`).
+        self.config_tags: dict[int, bytes] = {}
+        self.appeared: int | None = None
+        self.pick_up_tracks = True
         # The video configuration in force when it is not the probe's, by stream index: the
         # segmenter's (PacketSegmenter.configs), shared.
         self.configs: dict[int, bytes] = {}
@@ -148,12 +156,15 @@ class FlvPackets:
         return None
 
     def _audio(self, ts: int, body: bytes) -> tuple[av.Packet, int] | None:
-        if self.audio is None or len(body) < 2 or body[0] >> 4 != self._sound_format:
-            self.dropped += self.audio is None or len(body) >= 2
+        if self.audio is None:
+            self._missing(AUDIO, body)
+            return None
+        if len(body) < 2 or body[0] >> 4 != self._sound_format:
+            self.dropped += len(body) >= 2
             return None
         if self._sound_format == _AAC:
             if body[1] != 1:
-                self._config(AUDIO, body[2:])  # the AudioSpecificConfig
+                self._config(AUDIO, body[2:], body)  # the AudioSpecificConfig
                 return None
             data = body[2:]
             if self._adts is not None:
@@ -179,8 +190,10 @@ class FlvPackets:
         return _packet(data, first, first, True, duration), self.audio.index
 
     def _video(self, ts: int, body: bytes) -> tuple[av.Packet, int] | None:
-        if self.video is None or len(body) < 5:
-            self.dropped += self.video is None
+        if self.video is None:
+            self._missing(VIDEO, body)
+            return None
+        if len(body) < 5:
             return None
         b0 = body[0]
         if b0 & _EX_HEADER:
@@ -194,7 +207,7 @@ class FlvPackets:
                 cts, data = 0, body[5:]
             else:
                 if packet_type == _SEQUENCE_START:
-                    self._config(VIDEO, body[5:])
+                    self._config(VIDEO, body[5:], body)
                 return None  # sequence start or end, metadata
         else:
             frame_type = b0 >> 4
@@ -203,7 +216,7 @@ class FlvPackets:
                 return None
             if body[1] != 1:
                 if body[1] == 0:
-                    self._config(VIDEO, body[5:])  # the decoder configuration record
+                    self._config(VIDEO, body[5:], body)  # the decoder configuration record
                 return None  # or the end of sequence
             cts, data = _si24(body, 2), body[5:]
         if frame_type == _INFO or not data:
@@ -211,7 +224,27 @@ class FlvPackets:
         packet = _packet(data, ts + cts, ts, frame_type == _KEY, self._video_ms)
         return self._with_config(VIDEO, packet), self.video.index
 
-    def _config(self, type_id: int, config: bytes) -> None:
+    def _missing(self, type_id: int, body: bytes) -> None:
+        """A tag of a kind the probe did not find: a camera turned on (or a microphone) after
+        the publish began without it. Its decoder configuration is kept; its first keyframe
+        (any frame, for audio) after that sets `appeared`, and the feed starts over with a new
+        probe. Frames before it are counted in `dropped`."""
+        if len(body) < 2:
+            return
+        if _is_config(type_id, body):
+            self.config_tags[type_id] = body
+            return
+        if not is_frame(type_id, body):
+            return
+        needs_config = type_id == VIDEO or body[0] >> 4 == _AAC
+        starts = type_id == AUDIO or ((body[0] >> 4) & 0x07) == _KEY
+        if starts and self.pick_up_tracks and (type_id in self.config_tags or not needs_config):
+            self.appeared = type_id
+        else:
+            self.dropped += 1
+
+    def _config(self, type_id: int, config: bytes, body: bytes) -> None:
+        self.config_tags[type_id] = body
         current = self._configs.get(type_id)
         if current is None:
             self._configs[type_id] = config  # the probe read this one
@@ -264,6 +297,15 @@ def adts_header(config: bytes) -> Callable[[int], bytes] | None:
     return header
 
 
+def _is_config(type_id: int, body: bytes) -> bool:
+    """A sequence header: the AAC AudioSpecificConfig, the AVC/HEVC decoder configuration."""
+    if type_id == AUDIO:
+        return body[0] >> 4 == _AAC and body[1] == 0
+    if body[0] & _EX_HEADER:
+        return body[0] & 0x0F == _SEQUENCE_START
+    return body[0] & 0x0F == _AVC and body[1] == 0
+
+
 def attach_config(packet: av.Packet, config: bytes) -> None:
     """A new decoder configuration on `packet`, as NEW_EXTRADATA side data (what FFmpeg's FLV
     demuxer makes of a sequence header mid-stream)."""
@@ -301,8 +343,10 @@ class FlvSegmenter:
         self._probe: av.container.InputContainer | None = None
         self._packets: FlvPackets | None = None
         self.segmenter: PacketSegmenter | None = None
+        self._restarts = 0  # new probes for a track that appeared (`_track_appeared`)
+        self._dropped = 0  # frames not recorded, by segmenters before the current one
 
-    def push(self, tags: Iterable[Tag]) -> None:
+    def push(self, tags: Sequence[Tag]) -> None:
         if self.segmenter is None:
             for t in tags:
                 self._hold(t)
@@ -317,16 +361,19 @@ class FlvSegmenter:
                 self._push_grouped(tags)
                 return
             packet_of, push = packets.packet, segmenter.push
-            for type_id, ts, body in tags:
+            for i, (type_id, ts, body) in enumerate(tags):
                 found = packet_of(type_id, ts, body)
                 if found is not None:
                     if packets.changed:
                         self._restarted()
                     push(*found)
+                elif packets.appeared is not None:
+                    self._track_appeared(tags[i:])
+                    return
         except av.error.FFmpegError as exc:  # the muxer refused the data (not what it said)
             raise TranscodeError(f"{self.label}: the media could not be segmented: {exc}") from exc
 
-    def _push_grouped(self, tags: Iterable[Tag]) -> None:
+    def _push_grouped(self, tags: Sequence[Tag]) -> None:
         """An audio room: runs of AAC frames go to the segmenter as one packet each (see
         `FlvPackets.audio_group`). A run ends before a frame the segmenter would cut at, at a
         gap or step back in the timestamps, and at GROUP_FRAMES, so cuts, jumps and
@@ -336,7 +383,7 @@ class FlvSegmenter:
         group: list[tuple[int, bytes]] = []
         cuts_at, push = segmenter.cuts_at, segmenter.push
         gap = 2 * packets.audio_ms
-        for type_id, ts, body in tags:
+        for i, (type_id, ts, body) in enumerate(tags):
             if type_id == AUDIO and len(body) > 2 and body[0] >> 4 == _AAC and body[1] == 1:
                 if group and (
                     len(group) >= GROUP_FRAMES
@@ -355,8 +402,36 @@ class FlvSegmenter:
                 self._restarted()
             if found is not None:
                 push(*found)
+            elif packets.appeared is not None:
+                self._track_appeared(tags[i:])
+                return
         if group:
             push(*packets.audio_group(group))
+
+    def _track_appeared(self, rest: list[Tag]) -> None:
+        """A kind of media the probe did not find has started (a camera turned on after an
+        audio-only start): close the segments here and start over, as a publisher that
+        reconnected would, with a new probe from the sequence headers in force; the next
+        segments have the new track (and renditions) after a discontinuity."""
+        packets, segmenter = self._packets, self.segmenter
+        assert packets is not None and segmenter is not None
+        self._restarts += 1
+        kind = "video" if packets.appeared == VIDEO else "audio"
+        log.info(
+            "%s: %s started mid-publish; segments with it follow a discontinuity", self.label, kind
+        )
+        # The next sequence: after the open segment, unless it is empty (never reported).
+        sequence = segmenter.sequence + (segmenter.outputs[0].start is not None)
+        segmenter.finish()
+        self._dropped += packets.dropped
+        ts = rest[0][1]
+        headers = [(type_id, ts, body) for type_id, body in sorted(packets.config_tags.items())]
+        self._close_probe()
+        self._packets = None
+        self.segmenter = None
+        self.options = self.options | {"first_sequence": sequence, "discontinuity": True}
+        self._held, self._held_bytes, self._kinds = [], 0, set()
+        self.push(headers + list(rest))
 
     def _restarted(self) -> None:
         assert self._packets is not None and self.segmenter is not None
@@ -378,18 +453,24 @@ class FlvSegmenter:
                 self.push(held)
             if self.segmenter is not None:
                 self.segmenter.finish()
-            if self._packets is not None and self._packets.dropped:
-                log.warning(
-                    "%s: %d frames of a track that was not there when the publish began "
-                    "were not recorded (a camera turned on later is recorded after a reconnect)",
-                    self.label,
-                    self._packets.dropped,
-                )
+            if self._packets is not None:
+                self._dropped += self._packets.dropped
                 self._packets.dropped = 0
+            if self._dropped:
+                log.warning(
+                    "%s: %d frames were not recorded (of a codec the publish did not begin "
+                    "with, or of a track that started later, before its first keyframe)",
+                    self.label,
+                    self._dropped,
+                )
+                self._dropped = 0
         finally:
-            if self._probe is not None:
-                self._probe.close()
-                self._probe = None
+            self._close_probe()
+
+    def _close_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
     def _hold(self, t: Tag) -> None:
         self._held.append(t)
@@ -416,5 +497,6 @@ class FlvSegmenter:
         video = next((s for s in self._probe.streams.video), None)
         audio = next((s for s in self._probe.streams.audio), None)
         self._packets = FlvPackets(video, audio)
+        self._packets.pick_up_tracks = self._restarts < MAX_RESTARTS
         self.segmenter = PacketSegmenter(video=video, audio=audio, label=self.label, **self.options)
         self._packets.configs = self.segmenter.configs

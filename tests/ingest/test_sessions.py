@@ -175,3 +175,64 @@ def test_a_first_segment_left_in_the_spool_brings_its_renditions_on_recovery(
     ended = catalog.recording(recording.id)
     assert ended.ended_at == start + timedelta(seconds=2)
     assert not list(spool.glob("*/*.json"))  # indexed: the sidecar is gone
+
+
+def test_a_camera_turned_on_mid_live_gets_video_and_an_audio_rendition(
+    tmp_path: Path, store, tags
+) -> None:
+    """The host starts with the camera off (audio only) and turns it on at 2.5 s: from the
+    first keyframe (4 s) the recording has video, the master playlist announces it and the
+    audio-only rendition, and the new rendition's segments are timed like the source's."""
+    from storage import keys as K
+    from transcode.flv import AUDIO, is_frame
+    from transcode.playlists import parse_media_playlist
+
+    feed = []
+    for type_id, ts, body in tags:
+        if type_id == AUDIO:
+            feed.append((type_id, ts, body))
+        elif type_id == VIDEO and not is_frame(VIDEO, body) and ts == 0:
+            feed.append((VIDEO, 2500, body))  # the sequence header, when the camera starts
+        elif type_id == VIDEO and ts >= 2500:
+            feed.append((type_id, ts, body))
+    feed.sort(key=lambda t: t[1])
+    catalog = Catalog(sqlite_url(tmp_path / "c.db"))
+    catalog.create_schema()
+    creator, _ = catalog.add_creator("c")
+    room = catalog.add_room(creator_id=creator.id, title="cam", kind="video")
+    uploader = Uploader(store)
+    recorder = Recorder(
+        catalog=catalog,
+        uploader=uploader,
+        config=RecorderConfig(spool_dir=tmp_path / "spool", reconnect_grace_s=0),
+    )
+
+    async def scenario() -> None:
+        session = await recorder.open_publish("live", room.stream_key, "peer")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for type_id, ts, body in feed:
+            await asyncio.sleep(max(0.0, started + ts / 4000 - loop.time()))
+            await session.on_media(type_id, ts, body)
+        await session.on_close("unpublished")
+        await recorder.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        uploader.close()
+    (recording,) = catalog.recordings(room_id=room.id)
+    assert recording.ended_at is not None
+    renditions = {r.name: r for r in catalog.renditions(recording.id)}
+    assert set(renditions) == {"source", "audio"}
+    assert renditions["source"].codecs.startswith("avc1.") and renditions["source"].width == 320
+    master = store.get(K.master_playlist(recording.id)).decode()
+    assert "RESOLUTION=320x240" in master and "audio/index.m3u8" in master
+    source = parse_media_playlist(store.get(K.media_playlist(recording.id, "source")).decode())
+    audio = parse_media_playlist(store.get(K.media_playlist(recording.id, "audio")).decode())
+    assert sum(s.duration_s for s in source.segments) == pytest.approx(SECONDS, abs=0.1)
+    assert [s.discontinuity for s in source.segments].count(True) == 1
+    assert sum(s.duration_s for s in audio.segments) == pytest.approx(2, abs=0.1)
+    turn = next(s for s in source.segments if s.discontinuity)
+    gap = abs((audio.segments[0].program_date_time - turn.program_date_time).total_seconds())
+    assert gap < 0.1

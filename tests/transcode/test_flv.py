@@ -222,22 +222,30 @@ def _play(path: Path) -> dict[str, set]:
     return seen
 
 
-def test_a_track_that_starts_later_is_dropped_and_counted(tmp_path, caplog) -> None:
-    """A publish that began audio-only (camera off): video tags that come later have no stream
-    to go to. They are counted and logged; the audio is recorded whole."""
-    source = tmp_path / "av.flv"
+@pytest.fixture(scope="module")
+def av_flv(tmp_path_factory) -> Path:
+    """6 s of H.264 (a keyframe every second) and AAC."""
+    source = tmp_path_factory.mktemp("av") / "av.flv"
     subprocess.run(
         [
             *(FFMPEG, "-hide_banner", "-loglevel", "error", "-y"),
             *("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"),
-            *("-f", "lavfi", "-i", "sine=sample_rate=44100", "-t", "4"),
-            *("-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(source)),
+            *("-f", "lavfi", "-i", "sine=sample_rate=44100", "-t", "6"),
+            *("-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-c:a", "aac", str(source)),
         ],
         check=True,
     )
+    return source
+
+
+def test_video_frames_without_a_sequence_header_are_dropped_and_counted(
+    av_flv, tmp_path, caplog
+) -> None:
+    """A publish that began audio-only, then video frames with no decoder configuration: there
+    is nothing to decode them with. They are counted and logged; the audio is recorded whole."""
     tags = [
         (t.type_id, t.timestamp, t.body)
-        for t in read_tags(source)
+        for t in read_tags(av_flv)
         if t.type_id == AUDIO or (t.timestamp >= 2000 and is_frame(t.type_id, t.body))
     ]
     later_video = sum(1 for t in tags if t[0] == VIDEO)
@@ -247,8 +255,57 @@ def test_a_track_that_starts_later_is_dropped_and_counted(tmp_path, caplog) -> N
         segmenter.push([t])
     segmenter.finish()
     assert {s.rendition for s in segments} == {"source"}
-    assert sum(s.duration_s for s in segments) == pytest.approx(4, abs=0.1)
-    assert f"late: {later_video} frames of a track that was not there" in caplog.text
+    assert sum(s.duration_s for s in segments) == pytest.approx(6, abs=0.1)
+    assert f"late: {later_video} frames were not recorded" in caplog.text
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_a_camera_turned_on_mid_publish_is_recorded_from_its_first_keyframe(
+    av_flv, tmp_path, caplog, batch
+) -> None:
+    """A video room whose host began with the camera off and turned it on at 2.5 s: the
+    encoder sends its sequence header then, and frames; the first keyframe is at 3 s. From
+    there the room is segmented with video (and gets its audio-only rendition) after a
+    discontinuity, as if the publisher had reconnected; the audio before is kept whole."""
+    tags = []
+    for t in read_tags(av_flv):
+        if t.type_id == AUDIO:
+            tags.append((t.type_id, t.timestamp, t.body))
+        elif t.type_id == VIDEO and not is_frame(VIDEO, t.body) and t.timestamp == 0:
+            tags.append((VIDEO, 2500, t.body))  # the sequence header, when the camera starts
+        elif t.type_id == VIDEO and t.timestamp >= 2500:
+            tags.append((t.type_id, t.timestamp, t.body))
+    tags.sort(key=lambda t: t[1])  # stable: the header stays before the frames at 2500
+    before_key = sum(1 for t in tags if t[0] == VIDEO and 2500 <= t[1] < 3000 and t[2][1] == 1)
+    caplog.set_level("INFO", logger="transcode.flv")
+    started: list = []
+    segments: list[SegmentClosed] = []
+    segmenter = FlvSegmenter(
+        label="cam",
+        directory=tmp_path / "out",
+        on_start=started.append,
+        on_segment=segments.append,
+    )
+    for i in range(0, len(tags), batch):
+        segmenter.push(tags[i : i + batch])
+    segmenter.finish()
+
+    assert [info.renditions for info in started] == [["source"], ["source", "audio"]]
+    assert (started[1].width, started[1].height) == (320, 240)
+    assert "cam: video started mid-publish" in caplog.text
+    assert f"cam: {before_key} frames were not recorded" in caplog.text
+    source = [s for s in segments if s.rendition == "source"]
+    audio = [s for s in segments if s.rendition == "audio"]
+    assert [s.sequence for s in source] == list(range(len(source)))  # no gap in the numbering
+    (turn,) = [s for s in source if s.discontinuity]
+    assert turn.start_s == pytest.approx(3.0, abs=0.05)
+    assert sum(s.duration_s for s in source) == pytest.approx(6, abs=0.1)
+    assert audio[0].sequence == turn.sequence and audio[0].discontinuity
+    assert sum(s.duration_s for s in audio) == pytest.approx(3, abs=0.1)
+    for s in source:
+        played = _play(s.path)
+        assert played["audio"] == {44100}
+        assert played["video"] == ({(320, 240)} if s.sequence >= turn.sequence else set())
 
 
 def test_unsupported_codecs_and_garbage_are_transcode_errors(tmp_path) -> None:
