@@ -20,8 +20,9 @@ Tag bodies (FLV 10.1 spec, E.4.2 and E.4.3; Enhanced RTMP v1 for the extended vi
   the decoder configuration from byte 5; the rest (sequence end, metadata, multitrack) carry no
   frame.
 
-A decoder configuration that differs from the probe's, mid-stream, is an encoder restarted on the
-same connection: the segmenter starts a new timeline there (see `FlvPackets`).
+A decoder configuration that differs from the one in force, mid-stream, is an encoder restarted on
+the same connection, and a frame of a kind the probe did not find is a camera turned on: the
+segmenting starts over there with a new probe (see `FlvPackets`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from typing import Any
 
 import av
 import av.error
-from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from transcode.errors import TranscodeError
 from transcode.segmenter import PacketSegmenter
@@ -64,8 +64,8 @@ _SOUND_FORMAT = {"aac": _AAC, "mp3": _MP3}
 _SAMPLES_PER_FRAME = {"aac": 1024, "mp3": 1152}
 # An audio room's AAC frames go to the muxer in runs of up to this many (~0.4 s at 44.1 kHz).
 GROUP_FRAMES = 16
-# A track that appears after the probe starts the segmenting over; not more often than this
-# per publish (a publisher toggling a camera every second must not make a segment each time).
+# A new track or new decoder configuration starts the segmenting over; not more often than
+# this per publish (a publisher toggling a camera every second must not make a segment each time).
 MAX_RESTARTS = 8
 
 Tag = tuple[int, int, bytes]  # (type id, timestamp in ms, body)
@@ -115,22 +115,14 @@ class FlvPackets:
             self._video_ms = round(1000 / float(rate)) if rate else 0
         self._sound_format = -1
         self.audio_ms = 0
-        # Decoder configurations (AVC/HEVC records, AAC AudioSpecificConfig) by tag type. The
-        # first of each is the probe's. A different one later is an encoder restarted with new
-        # parameters without reconnecting: `changed` tells the feed to start a new timeline.
-        # A video configuration goes to the segmenter, whose muxers start from it from then on
-        # (and, as the FLV demuxer does, to the next frame as NEW_EXTRADATA side data); AAC
-        # frames get an ADTS header made from the new configuration (FFmpeg's TS muxer keeps
-        # the first one it was given otherwise).
-        self._configs: dict[int, bytes] = {}
-        self._new_config: dict[int, bytes] = {}
-        self._adts: Callable[[int], bytes] | None = None
-        self.changed = False
-        # The last sequence header tag body of each kind (a new probe needs them again), and
-        # the kind of a track that has appeared since the probe (see `_missing`).
+        # The decoder configuration (sequence header) in force of each kind, as its tag body:
+        # the first is the probe's, and a new probe needs them again. A different one later is
+        # an encoder restarted with new parameters on the same connection; a frame of a kind
+        # the probe did not find is a camera (or microphone) turned on. Either way `restart`
+        # names the kind and the feed starts over there with a new probe, as for a reconnect.
         self.config_tags: dict[int, bytes] = {}
-        self.appeared: int | None = None
-        self.pick_up_tracks = True
+        self.restart: int | None = None
+        self.pick_up_tracks = True  # False once a publish has started over too often
         # The video configuration in force when it is not the probe's, by stream index: the
         # segmenter's (PacketSegmenter.configs), shared.
         self.configs: dict[int, bytes] = {}
@@ -164,11 +156,9 @@ class FlvPackets:
             return None
         if self._sound_format == _AAC:
             if body[1] != 1:
-                self._config(AUDIO, body[2:], body)  # the AudioSpecificConfig
+                self._config(AUDIO, body)  # the AudioSpecificConfig
                 return None
             data = body[2:]
-            if self._adts is not None:
-                data = self._adts(len(data)) + data
         else:
             data = body[1:]
         return _packet(data, ts, ts, True, self.audio_ms), self.audio.index
@@ -182,7 +172,7 @@ class FlvPackets:
         """Consecutive raw AAC frames (timestamp, data) as one packet of ADTS frames: one
         packet, one mux call, one GIL hand-over for the lot instead of one each. The TS muxer
         takes ADTS as it is and packs frames into PES packets of ~3 KB anyway."""
-        adts = self._adts or self._probe_adts
+        adts = self._probe_adts
         assert self.audio is not None and adts is not None
         data = b"".join([adts(len(frame)) + frame for _, frame in frames])
         first, last = frames[0][0], frames[-1][0]
@@ -207,7 +197,7 @@ class FlvPackets:
                 cts, data = 0, body[5:]
             else:
                 if packet_type == _SEQUENCE_START:
-                    self._config(VIDEO, body[5:], body)
+                    self._config(VIDEO, body)
                 return None  # sequence start or end, metadata
         else:
             frame_type = b0 >> 4
@@ -216,19 +206,18 @@ class FlvPackets:
                 return None
             if body[1] != 1:
                 if body[1] == 0:
-                    self._config(VIDEO, body[5:], body)  # the decoder configuration record
+                    self._config(VIDEO, body)  # the decoder configuration record
                 return None  # or the end of sequence
             cts, data = _si24(body, 2), body[5:]
         if frame_type == _INFO or not data:
             return None
-        packet = _packet(data, ts + cts, ts, frame_type == _KEY, self._video_ms)
-        return self._with_config(VIDEO, packet), self.video.index
+        return _packet(data, ts + cts, ts, frame_type == _KEY, self._video_ms), self.video.index
 
     def _missing(self, type_id: int, body: bytes) -> None:
         """A tag of a kind the probe did not find: a camera turned on (or a microphone) after
         the publish began without it. Its decoder configuration is kept; its first keyframe
-        (any frame, for audio) after that sets `appeared`, and the feed starts over with a new
-        probe. Frames before it are counted in `dropped`."""
+        (any frame, for audio) after that sets `restart`. Frames before it are counted in
+        `dropped`."""
         if len(body) < 2:
             return
         if _is_config(type_id, body):
@@ -239,33 +228,15 @@ class FlvPackets:
         needs_config = type_id == VIDEO or body[0] >> 4 == _AAC
         starts = type_id == AUDIO or ((body[0] >> 4) & 0x07) == _KEY
         if starts and self.pick_up_tracks and (type_id in self.config_tags or not needs_config):
-            self.appeared = type_id
+            self.restart = type_id
         else:
             self.dropped += 1
 
-    def _config(self, type_id: int, config: bytes, body: bytes) -> None:
+    def _config(self, type_id: int, body: bytes) -> None:
+        current = self.config_tags.get(type_id)
         self.config_tags[type_id] = body
-        current = self._configs.get(type_id)
-        if current is None:
-            self._configs[type_id] = config  # the probe read this one
-            return
-        if config == current:
-            return  # repeated (some encoders send it before every keyframe)
-        self._configs[type_id] = config
-        self.changed = True
-        if type_id == VIDEO:
-            assert self.video is not None
-            self._new_config[VIDEO] = self.configs[self.video.index] = config
-        else:
-            self._adts = adts_header(config)
-            if self._adts is None:
-                log.warning("AAC configuration %s cannot be framed as ADTS", config.hex())
-
-    def _with_config(self, type_id: int, packet: av.Packet) -> av.Packet:
-        config = self._new_config.pop(type_id, None) if self._new_config else None
-        if config:
-            attach_config(packet, config)
-        return packet
+        if current is not None and body != current and self.pick_up_tracks:
+            self.restart = type_id  # not a repeat (some encoders send one before every keyframe)
 
 
 def adts_header(config: bytes) -> Callable[[int], bytes] | None:
@@ -306,17 +277,6 @@ def _is_config(type_id: int, body: bytes) -> bool:
     return body[0] & 0x0F == _AVC and body[1] == 0
 
 
-def attach_config(packet: av.Packet, config: bytes) -> None:
-    """A new decoder configuration on `packet`, as NEW_EXTRADATA side data (what FFmpeg's FLV
-    demuxer makes of a sequence header mid-stream)."""
-    side = PacketSideData(_NEW_EXTRADATA, len(config))
-    side.update(config)
-    side.to_packet(packet)
-
-
-_NEW_EXTRADATA = packet_sidedata_type_from_literal("new_extradata")
-
-
 def _packet(data: bytes, pts: int, dts: int, key: bool, duration: int) -> av.Packet:
     packet = av.Packet(data)
     packet.pts, packet.dts, packet.time_base = pts, dts, TIME_BASE
@@ -343,7 +303,7 @@ class FlvSegmenter:
         self._probe: av.container.InputContainer | None = None
         self._packets: FlvPackets | None = None
         self.segmenter: PacketSegmenter | None = None
-        self._restarts = 0  # new probes for a track that appeared (`_track_appeared`)
+        self._restarts = 0  # times the segmenting started over (`_start_over`)
         self._dropped = 0  # frames not recorded, by segmenters before the current one
 
     def push(self, tags: Sequence[Tag]) -> None:
@@ -364,11 +324,9 @@ class FlvSegmenter:
             for i, (type_id, ts, body) in enumerate(tags):
                 found = packet_of(type_id, ts, body)
                 if found is not None:
-                    if packets.changed:
-                        self._restarted()
                     push(*found)
-                elif packets.appeared is not None:
-                    self._track_appeared(tags[i:])
+                elif packets.restart is not None:
+                    self._start_over(tags[i:])
                     return
         except av.error.FFmpegError as exc:  # the muxer refused the data (not what it said)
             raise TranscodeError(f"{self.label}: the media could not be segmented: {exc}") from exc
@@ -398,50 +356,53 @@ class FlvSegmenter:
                 push(*packets.audio_group(group))
                 group = []
             found = packets.packet(type_id, ts, body)
-            if packets.changed:  # a new AudioSpecificConfig: the next frames are another format
-                self._restarted()
             if found is not None:
                 push(*found)
-            elif packets.appeared is not None:
-                self._track_appeared(tags[i:])
+            elif packets.restart is not None:
+                self._start_over(tags[i:])
                 return
         if group:
             push(*packets.audio_group(group))
 
-    def _track_appeared(self, rest: list[Tag]) -> None:
-        """A kind of media the probe did not find has started (a camera turned on after an
-        audio-only start): close the segments here and start over, as a publisher that
-        reconnected would, with a new probe from the sequence headers in force; the next
-        segments have the new track (and renditions) after a discontinuity."""
+    def _start_over(self, rest: Sequence[Tag]) -> None:
+        """A track the probe did not find has started (a camera turned on after an audio-only
+        start), or the encoder restarted with new parameters: close the segments here and
+        start over, as for a publisher that reconnected, with a new probe from the sequence
+        headers in force. The next segments follow a discontinuity, with the new streams (and
+        renditions, and the master playlist announcing them)."""
         packets, segmenter = self._packets, self.segmenter
         assert packets is not None and segmenter is not None
         self._restarts += 1
-        kind = "video" if packets.appeared == VIDEO else "audio"
-        log.info(
-            "%s: %s started mid-publish; segments with it follow a discontinuity", self.label, kind
+        kind = packets.restart
+        probed = packets.video if kind == VIDEO else packets.audio
+        log.warning(
+            "%s: %s; the recording goes on after a discontinuity",
+            self.label,
+            "the encoder restarted with new parameters"
+            if probed is not None
+            else f"{'video' if kind == VIDEO else 'audio'} started mid-publish",
         )
         # The next sequence: after the open segment, unless it is empty (never reported).
         sequence = segmenter.sequence + (segmenter.outputs[0].start is not None)
         segmenter.finish()
         self._dropped += packets.dropped
+        # The sequence headers in force, and those that come with the restart before its first
+        # frame (an encoder sends both at once): one new probe, not one per header.
+        configs = dict(packets.config_tags)
+        for type_id, _, body in rest:
+            if type_id in (AUDIO, VIDEO) and len(body) >= 2:
+                if is_frame(type_id, body):
+                    break
+                if _is_config(type_id, body):
+                    configs[type_id] = body
         ts = rest[0][1]
-        headers = [(type_id, ts, body) for type_id, body in sorted(packets.config_tags.items())]
+        headers = [(type_id, ts, body) for type_id, body in sorted(configs.items())]
         self._close_probe()
         self._packets = None
         self.segmenter = None
         self.options = self.options | {"first_sequence": sequence, "discontinuity": True}
         self._held, self._held_bytes, self._kinds = [], 0, set()
         self.push(headers + list(rest))
-
-    def _restarted(self) -> None:
-        assert self._packets is not None and self.segmenter is not None
-        self._packets.changed = False
-        log.warning(
-            "%s: the encoder restarted with new parameters; the recording goes on after a "
-            "discontinuity",
-            self.label,
-        )
-        self.segmenter.new_timeline()
 
     def finish(self) -> None:
         """The publish ended: segment what is held (a publish shorter than the probe) and close
@@ -499,4 +460,3 @@ class FlvSegmenter:
         self._packets = FlvPackets(video, audio)
         self._packets.pick_up_tracks = self._restarts < MAX_RESTARTS
         self.segmenter = PacketSegmenter(video=video, audio=audio, label=self.label, **self.options)
-        self._packets.configs = self.segmenter.configs

@@ -79,17 +79,10 @@ class SegmentClosed:
 class _Output:
     """One rendition's open segment file."""
 
-    def __init__(
-        self,
-        name: str,
-        streams: list[av.stream.Stream],
-        directory: Path,
-        configs: dict[int, bytes],
-    ) -> None:
+    def __init__(self, name: str, streams: list[av.stream.Stream], directory: Path) -> None:
         self.name = name
         self.inputs = streams
         self.directory = directory
-        self.configs = configs  # the PacketSegmenter's, by input stream index
         self.container: av.container.OutputContainer | None = None
         self.streams: dict[int, av.stream.Stream] = {}
         self.path: Path | None = None
@@ -103,13 +96,6 @@ class _Output:
         self.container = av.open(str(self.path), "w", format="mpegts", options=TS_OPTIONS)
         self.streams = {s.index: self.container.add_stream_from_template(s) for s in self.inputs}
         self.start = None
-        for index, config in self.configs.items():
-            # The streams are made from the probe's parameters: after a change of decoder
-            # configuration, each segment's muxer starts from the new one (its Annex B filter
-            # writes the new parameter sets before the first keyframe), or players would decode
-            # the segment with the old.
-            if index in self.streams:
-                self.streams[index].codec_context.extradata = config
 
     def write(self, packet: av.Packet, index: int, t: float, end: float) -> None:
         assert self.container is not None
@@ -218,12 +204,9 @@ class PacketSegmenter:
         info = _describe(video, audio)
         self.inputs = [s for s in (video, audio) if s is not None]
         self._video_index = video.index if video is not None else None
-        # A video decoder configuration that replaced the probe's, by input stream index (set
-        # by the feed, which starts a new timeline with it: `new_timeline`).
-        self.configs: dict[int, bytes] = {}
-        outputs = [_Output("source", self.inputs, self.directory, self.configs)]
+        outputs = [_Output("source", self.inputs, self.directory)]
         if video is not None and audio is not None and audio_rendition:
-            outputs.append(_Output("audio", [audio], self.directory, self.configs))
+            outputs.append(_Output("audio", [audio], self.directory))
         self.outputs = outputs
         info.renditions = [o.name for o in outputs]
         on_start(info)
