@@ -138,18 +138,8 @@ def test_an_encoder_restarted_with_new_parameters_is_recorded_after_a_discontinu
     tags = [t for t in first if t.timestamp < 3000]
     tags += [Tag(t.type_id, t.timestamp + 3000, t.body) for t in second if t.type_id != 18]
 
-    started: list = []
-    segments: list[SegmentClosed] = []
-    segmenter = FlvSegmenter(
-        label="phone",
-        directory=tmp_path / "out",
-        on_start=started.append,
-        on_segment=segments.append,
-    )
     bodies = [(t.type_id, t.timestamp, t.body) for t in tags]
-    for i in range(0, len(bodies), 7):
-        segmenter.push(bodies[i : i + 7])
-    segmenter.finish()
+    started, segments = _segment_in_batches(bodies, 7, "phone", tmp_path / "out")
     assert "phone: the encoder restarted with new parameters" in caplog.text
     # A new probe: the recorder hears the new size (the master playlist announces it).
     assert [(i.width, i.height) for i in started] == [(320, 240), (640, 360)]
@@ -198,6 +188,22 @@ def test_a_repeated_sequence_header_changes_nothing(tmp_path) -> None:
     assert not any(s.discontinuity for s in again)
     for a, b in zip(plain, again, strict=True):
         assert a.path.read_bytes() == b.path.read_bytes()
+
+
+def _segment_in_batches(
+    tags: list, batch: int, label: str, out: Path
+) -> tuple[list, list[SegmentClosed]]:
+    """Tag bodies through an FlvSegmenter, `batch` at a time: what `on_start` and
+    `on_segment` were told."""
+    started: list = []
+    segments: list[SegmentClosed] = []
+    segmenter = FlvSegmenter(
+        label=label, directory=out, on_start=started.append, on_segment=segments.append
+    )
+    for i in range(0, len(tags), batch):
+        segmenter.push(tags[i : i + batch])
+    segmenter.finish()
+    return started, segments
 
 
 def _play(path: Path) -> dict[str, set]:
@@ -269,17 +275,7 @@ def test_a_camera_turned_on_mid_publish_is_recorded_from_its_first_keyframe(
     tags.sort(key=lambda t: t[1])  # stable: the header stays before the frames at 2500
     before_key = sum(1 for t in tags if t[0] == VIDEO and 2500 <= t[1] < 3000 and t[2][1] == 1)
     caplog.set_level("INFO", logger="transcode.flv")
-    started: list = []
-    segments: list[SegmentClosed] = []
-    segmenter = FlvSegmenter(
-        label="cam",
-        directory=tmp_path / "out",
-        on_start=started.append,
-        on_segment=segments.append,
-    )
-    for i in range(0, len(tags), batch):
-        segmenter.push(tags[i : i + batch])
-    segmenter.finish()
+    started, segments = _segment_in_batches(tags, batch, "cam", tmp_path / "out")
 
     assert [info.renditions for info in started] == [["source"], ["source", "audio"]]
     assert (started[1].width, started[1].height) == (320, 240)
