@@ -123,9 +123,6 @@ class FlvPackets:
         self.config_tags: dict[int, bytes] = {}
         self.restart: int | None = None
         self.pick_up_tracks = True  # False once a publish has started over too often
-        # The video configuration in force when it is not the probe's, by stream index: the
-        # segmenter's (PacketSegmenter.configs), shared.
-        self.configs: dict[int, bytes] = {}
         if audio is not None:
             ctx = audio.codec_context
             name = ctx.codec.canonical_name
@@ -133,7 +130,7 @@ class FlvPackets:
             if ctx.sample_rate:
                 self.audio_ms = round(_SAMPLES_PER_FRAME.get(name, 0) * 1000 / ctx.sample_rate)
         # Audio rooms: frames grouped into packets of ADTS frames (`audio_group`), with the
-        # header of the probe's configuration until another comes.
+        # header of the probe's configuration (a new one starts over with a new probe).
         self._probe_adts: Callable[[int], bytes] | None = None
         if audio is not None and video is None and self._sound_format == _AAC:
             self._probe_adts = adts_header(audio.codec_context.extradata or b"")
