@@ -547,22 +547,20 @@ class Catalog:
         bandwidth: int = 0,
         width: int | None = None,
         height: int | None = None,
-    ) -> Rendition:
-        with self.session() as s:
-            rendition = s.scalar(
-                select(Rendition).where(
-                    Rendition.recording_id == recording_id, Rendition.name == name
-                )
-            )
-            if rendition is None:
-                rendition = Rendition(recording_id=recording_id, name=name)
-                s.add(rendition)
-            rendition.playlist_key = playlist_key
-            rendition.codecs = codecs
-            rendition.bandwidth = bandwidth
-            rendition.width = width
-            rendition.height = height
-        return rendition
+    ) -> None:
+        """Create or replace a recording's rendition (the recorder saves them with a segment's
+        index row instead: `add_segments`)."""
+        fields = {
+            "recording_id": recording_id,
+            "name": name,
+            "playlist_key": playlist_key,
+            "codecs": codecs,
+            "bandwidth": bandwidth,
+            "width": width,
+            "height": height,
+        }
+        with self.engine.begin() as conn:
+            _upsert_rendition(conn, fields)
 
     def renditions(self, recording_id: str) -> Sequence[Rendition]:
         with self.session() as s:
@@ -952,7 +950,7 @@ _COUNT_SEGMENTS = (
 
 
 def _upsert_rendition(conn: Connection, fields: dict[str, Any]) -> None:
-    """`set_rendition` in Core, inside the caller's transaction."""
+    """Create or replace a rendition (`set_rendition`'s arguments) in the caller's transaction."""
     fields = {"codecs": "", "bandwidth": 0, "width": None, "height": None} | fields
     where = (Rendition.recording_id == fields["recording_id"]) & (Rendition.name == fields["name"])
     changed = conn.execute(update(Rendition).where(where).values(**fields))
