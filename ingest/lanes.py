@@ -12,10 +12,10 @@ per publish, and a `LanePool` of a few threads runs the lanes: each lane's batch
 at a time, and lanes in turn (a lane with more waiting goes to the back of the queue).
 
 Hand-overs are batched by the rules `ByteChannel` uses for a reader thread, for the same reason
-(a hand-over costs far more than the media it carries): a batch goes to the pool when 16 KB
-are held, when media reaches the time the segmenter said it next needs (`wake_at`, its next
-cut: a segment closes as soon as its last packet is in), or 100 ms after the first held item
-(1 s while a `wake_at` is pending). A lane holds at most `max_bytes` not yet segmented; the
+(a hand-over costs far more than the media it carries): a batch goes to the pool when media
+reaches the time the segmenter said it next needs (`wake_at`, its next cut: a segment closes as
+soon as its last packet is in), when 16 KB are held, or 100 ms after the first held item; while
+a `wake_at` is pending, nothing waits for media before it, so 256 KB or 1 s. A lane holds at most `max_bytes` not yet segmented; the
 publisher's `put` then waits, which slows its TCP stream and nobody else's.
 """
 
@@ -34,8 +34,11 @@ from ingest.channel import WAKE_BYTES, WAKE_DELAY_S, ChannelClosed
 log = logging.getLogger(__name__)
 
 # While the segmenter has said when it next needs media (`wake_at`), what comes before waits
-# longer: an audio room's lane is then handed over about twice a second, not ten times.
+# longer, and more of it: an audio room's lane is then handed over about once a second, not ten
+# times, and a 2.5 Mb/s video room's about twice, not twenty times at 16 KB (each hand-over
+# wakes a pool thread; muxing what was held when the cut comes costs ~1 ms).
 HINTED_DELAY_S = 1.0
+HINTED_BYTES = 256 << 10
 
 
 class LanePool:
@@ -97,6 +100,7 @@ class MediaLane:
         wake_bytes: int = WAKE_BYTES,
         wake_delay_s: float = WAKE_DELAY_S,
         hinted_delay_s: float = HINTED_DELAY_S,
+        hinted_bytes: int = HINTED_BYTES,
     ) -> None:
         self._pool = pool
         self._loop = loop
@@ -106,6 +110,7 @@ class MediaLane:
         self._wake_bytes = min(wake_bytes, max_bytes)
         self._wake_delay_s = wake_delay_s
         self._hinted_delay_s = hinted_delay_s
+        self._hinted_bytes = min(max(hinted_bytes, self._wake_bytes), max_bytes // 2)
         self._wake_at: float | None = None  # media seconds, from the pool side
         # Event loop only.
         self._held: list[Any] = []
@@ -137,7 +142,7 @@ class MediaLane:
             # later than the target is not a second late).
             self._wake_at = None
             self._hand_over()
-        elif self._held_bytes >= self._wake_bytes:
+        elif self._held_bytes >= (self._wake_bytes if wake_at is None else self._hinted_bytes):
             self._hand_over()
         elif self._timer is None:
             delay = self._wake_delay_s if wake_at is None else self._hinted_delay_s

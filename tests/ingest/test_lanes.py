@@ -122,6 +122,41 @@ def test_the_media_time_the_segmenter_waits_for_is_handed_over_at_once() -> None
     assert first_at - due < 0.2
 
 
+def test_a_pending_cut_lets_a_video_lane_hold_bigger_batches() -> None:
+    """A 2.5 Mb/s room's ~10 KB frames: 16 KB batches without a pending cut, up to 256 KB with
+    one (each hand-over wakes a pool thread)."""
+    pool = LanePool(1)
+
+    async def wait_for_batches(got: Recorded, count: int) -> None:
+        for _ in range(100):
+            if len(got.batches) >= count:
+                return
+            await asyncio.sleep(0.005)
+
+    async def main() -> tuple[Recorded, Recorded]:
+        plain, hinted = Recorded(), Recorded()
+        plain_lane, hinted_lane = lane(pool, plain), lane(pool, hinted)
+        hinted_lane.wake_at(2.0)
+        for i in range(25):  # 250 KB of media before the cut
+            await plain_lane.put(i, 10_000, i * 0.033)
+            await hinted_lane.put(i, 10_000, i * 0.033)
+            await asyncio.sleep(0.005)
+        await wait_for_batches(plain, 12)
+        assert hinted.batches == []  # held: under 256 KB, under 1 s, before 2.0 s
+        await hinted_lane.put(25, 10_000, 25 * 0.033)  # 260 KB
+        await wait_for_batches(hinted, 1)
+        for one in (plain_lane, hinted_lane):
+            one.close()
+        for got in (plain, hinted):
+            await asyncio.to_thread(got.ended.wait, 10)
+        return plain, hinted
+
+    plain, hinted = asyncio.run(main())
+    pool.close()
+    assert [len(batch) for _, batch in plain.batches[:12]] == [2] * 12
+    assert hinted.batches[0][1] == list(range(26))
+
+
 def test_a_full_lane_makes_the_publisher_wait_and_abandon_stops_it() -> None:
     pool = LanePool(1)
     release = threading.Event()
