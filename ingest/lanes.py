@@ -15,8 +15,9 @@ Hand-overs are batched by the rules `ByteChannel` uses for a reader thread, for 
 (a hand-over costs far more than the media it carries): a batch goes to the pool when media
 reaches the time the segmenter said it next needs (`wake_at`, its next cut: a segment closes as
 soon as its last packet is in), when 16 KB are held, or 100 ms after the first held item; while
-a `wake_at` is pending, nothing waits for media before it, so 256 KB or 1 s. A lane holds at most `max_bytes` not yet segmented; the
-publisher's `put` then waits, which slows its TCP stream and nobody else's.
+a `wake_at` is pending, nothing waits for media before it, so 256 KB or 1 s. A lane holds at
+most `max_bytes` not yet segmented; the publisher's `put` then waits (or `offer` says so, and
+`room()` waits), which slows its TCP stream and nobody else's.
 """
 
 from __future__ import annotations
@@ -132,6 +133,12 @@ class MediaLane:
     async def put(self, item: Any, size: int, media_s: float) -> None:
         """Queue an item of `size` bytes carrying media time `media_s`; waits while the lane
         holds `max_bytes`. Raises ChannelClosed once the lane was abandoned."""
+        if not self.offer(item, size, media_s):
+            await self.room()
+
+    def offer(self, item: Any, size: int, media_s: float) -> bool:
+        """`put` without the wait, for a caller in an event loop callback: the item is taken;
+        False means the lane is full and `room()` must be awaited before the next."""
         if self._abandoned:
             raise ChannelClosed("the segmenter stopped")
         self._held.append(item)
@@ -147,6 +154,11 @@ class MediaLane:
         elif self._timer is None:
             delay = self._wake_delay_s if wake_at is None else self._hinted_delay_s
             self._timer = self._loop.call_later(delay, self._hand_over)
+        # Unlocked read: a stale value only sends the caller to `room()`, which locks.
+        return self._held_bytes + self._ready_bytes + self._running_bytes < self._max
+
+    async def room(self) -> None:
+        """Wait until the lane holds less than `max_bytes`; ChannelClosed once abandoned."""
         while True:
             with self._lock:
                 if self._abandoned:

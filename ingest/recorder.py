@@ -735,13 +735,15 @@ class PublishSession:
     async def on_metadata(self, metadata: dict[str, Any]) -> None:
         self.metadata = metadata
 
-    async def on_media(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
+    def on_media(self, type_id: int, timestamp_ms: int, payload: bytes) -> bool:
         assert self.lane is not None
         if self._wall_start is None:
             self._wall_start = self.recorder.now()
         try:
             # RTMP timestamps are milliseconds: the segmenter's timeline.
-            await self.lane.put((type_id, timestamp_ms, payload), len(payload), timestamp_ms / 1000)
+            room = self.lane.offer(
+                (type_id, timestamp_ms, payload), len(payload), timestamp_ms / 1000
+            )
         except ChannelClosed as exc:
             raise self._refusal() from exc
         if self._ladder_prefix is not None or self._ladder_feed is not None:
@@ -749,6 +751,14 @@ class PublishSession:
                 self._started_flv = True
                 self._feed_ladder(flv.HEADER)
             self._feed_ladder(flv.tag(type_id, timestamp_ms, payload))
+        return room
+
+    async def room(self) -> None:
+        assert self.lane is not None
+        try:
+            await self.lane.room()
+        except ChannelClosed as exc:
+            raise self._refusal() from exc
 
     async def on_close(self, reason: str) -> None:
         if self.lane is not None:

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -56,8 +57,12 @@ class PublishSink(Protocol):
 
     async def on_metadata(self, metadata: dict[str, Any]) -> None: ...
 
-    async def on_media(self, type_id: int, timestamp_ms: int, payload: bytes) -> None:
-        """An FLV audio (8) or video (9) tag body with its RTMP timestamp."""
+    def on_media(self, type_id: int, timestamp_ms: int, payload: bytes) -> bool:
+        """An FLV audio (8) or video (9) tag body with its RTMP timestamp, taken at once (it may
+        be called in an event loop callback). False: full, await `room()` before the next."""
+
+    async def room(self) -> None:
+        """Wait until the sink takes media again."""
 
     async def on_close(self, reason: str) -> None:
         """The publish ended: `unpublished` when the publisher said so, else what broke."""
@@ -87,7 +92,10 @@ class RtmpServer:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=1 << 20)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _RtmpProtocol(self, loop), self.host, self.port
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("RTMP listening on rtmp://%s:%s/%s/<stream key>", self.host, self.port, self.app)
 
@@ -102,24 +110,88 @@ class RtmpServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: _RtmpProtocol,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        connection = RtmpConnection(self, reader, writer)
+        connection = RtmpConnection(self, reader, writer, protocol)
         try:
             await connection.run()
         finally:
             self._connections.discard(task)
 
 
+class _RtmpProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol with a fast path for media.
+
+    Until a publish starts, and whenever the fast path hands back, the connection's task reads
+    the bytes through the StreamReader. While media flows, `fast` takes each read in the event
+    loop's callback itself: per RTMP message (one read each, from a paced publisher), waking
+    the task through the StreamReader (a future, a task step, a copy) cost more than parsing
+    the message and handing it to the segmenting.
+    """
+
+    def __init__(self, server: RtmpServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.fast: Callable[[bytes], None] | None = None
+        self.on_end: Callable[[], None] | None = None  # told when the fast path met the end
+        self.buffered = 0  # bytes given to the StreamReader that the connection has not read
+        self.ended = False  # the end (EOF, a reset) is in the StreamReader
+        super().__init__(
+            asyncio.StreamReader(limit=1 << 20, loop=loop),
+            lambda reader, writer: server._serve(reader, writer, self),
+            loop=loop,
+        )
+
+    def data_received(self, data: bytes) -> None:
+        fast = self.fast
+        if fast is not None:
+            fast(data)
+        else:
+            self.buffered += len(data)
+            super().data_received(data)
+
+    def eof_received(self) -> bool:
+        keep_open = super().eof_received()
+        self._ended()
+        return keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._ended()
+
+    def _ended(self) -> None:
+        """The end is in the StreamReader: the connection must go back to reading it."""
+        self.ended = True
+        on_end = self.on_end
+        self.fast = self.on_end = None
+        if on_end is not None:
+            on_end()
+
+
 class RtmpConnection:
     def __init__(
-        self, server: RtmpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        server: RtmpServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: _RtmpProtocol,
     ) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
+        self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
+        # The fast path's hand-back: messages for the task, in order, and why it stopped.
+        self._backlog: deque[Message] = deque()
+        self._full = False  # the sink wants `room()` awaited before the next message
+        self._fast_error: BaseException | None = None
+        self._handed_back: asyncio.Future[None] | None = None
+        self._last_read = 0.0
         host, port = writer.get_extra_info("peername")[:2]
         self.peer = f"{host}:{port}"
         self.parser = ChunkParser()
@@ -146,15 +218,25 @@ class RtmpConnection:
             pushed = -math.inf
             async with asyncio.timeout(None) as idle:
                 while True:
+                    if not await self._catch_up():
+                        reason = "unpublished"
+                        return
+                    protocol = self._protocol
+                    if self.sink is not None and not protocol.buffered and not protocol.ended:
+                        idle.reschedule(None)
+                        pushed = -math.inf
+                        await self._run_fast(protocol, idle_s)
+                        continue
                     now = loop.time()
                     if now - pushed >= 1.0:
                         idle.reschedule(now + idle_s)
                         pushed = now
                     data = await self.reader.read(1 << 16)
+                    protocol.buffered -= len(data)
                     if not data:
                         reason = "publisher disconnected"
                         break
-                    await self._received_bytes(len(data))
+                    self._received_bytes(len(data))
                     for message in self.parser.feed(data):
                         if not await self._dispatch(message):
                             reason = "unpublished"
@@ -182,6 +264,72 @@ class RtmpConnection:
         finally:
             await self._finish(reason)
 
+    # -- the fast path (publishing) --------------------------------------------------------------
+
+    async def _run_fast(self, protocol: _RtmpProtocol, idle_s: float) -> None:
+        """Let `_feed` take the reads until it hands back; raise what it met. TimeoutError when
+        no byte came for `idle_s`."""
+        loop = self._loop
+        handed_back = self._handed_back = loop.create_future()
+        self._last_read = loop.time()
+        protocol.fast, protocol.on_end = self._feed, self._hand_back
+        try:
+            while not handed_back.done():
+                remaining = self._last_read + idle_s - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait((handed_back,), timeout=remaining)
+        finally:
+            protocol.fast = protocol.on_end = None
+            self._handed_back = None
+        error, self._fast_error = self._fast_error, None
+        if error is not None:
+            raise error
+
+    def _feed(self, data: bytes) -> None:
+        """A read while publishing, in the event loop's callback: media goes straight to the
+        sink. The first message that needs the task (a command, the sink full) and those after
+        it go to the backlog, and the task takes over."""
+        self._last_read = self._loop.time()
+        try:
+            self._received_bytes(len(data))
+            messages = self.parser.feed(data)
+            sink, stream_id = self.sink, self.publish_stream_id
+            assert sink is not None
+            for i, message in enumerate(messages):
+                if message.type_id == AUDIO or message.type_id == VIDEO:
+                    if message.stream_id != stream_id:
+                        continue  # not ours to keep, as in `_dispatch`
+                    if sink.on_media(message.type_id, message.timestamp, message.payload):
+                        continue
+                    self._full = True
+                    self._backlog.extend(messages[i + 1 :])
+                else:
+                    self._backlog.extend(messages[i:])
+                self._hand_back()
+                return
+        except Exception as exc:  # raised in the task, where every error is handled
+            self._fast_error = exc
+            self._hand_back()
+
+    def _hand_back(self) -> None:
+        """From here on the task reads: what arrives next queues in the StreamReader, behind
+        the backlog."""
+        self._protocol.fast = self._protocol.on_end = None
+        if self._handed_back is not None and not self._handed_back.done():
+            self._handed_back.set_result(None)
+
+    async def _catch_up(self) -> bool:
+        """What the fast path handed back, in order; False when the publisher has finished."""
+        if self._full:
+            self._full = False
+            assert self.sink is not None
+            await self.sink.room()
+        while self._backlog:
+            if not await self._dispatch(self._backlog.popleft()):
+                return False
+        return True
+
     async def _finish(self, reason: str) -> None:
         sink, self.sink = self.sink, None
         if sink is not None:
@@ -196,15 +344,20 @@ class RtmpConnection:
     # -- handshake ------------------------------------------------------------------------------
 
     async def _handshake(self) -> None:
-        c0 = await self.reader.readexactly(1)
+        c0 = await self._read_exactly(1)
         if c0[0] != 3:
             raise ProtocolError(f"not RTMP: first byte 0x{c0[0]:02x}, expected version 3")
-        c1 = await self.reader.readexactly(HANDSHAKE_SIZE)
+        c1 = await self._read_exactly(HANDSHAKE_SIZE)
         # The simple handshake: S1 with zero version bytes tells clients not to expect a digest.
         s1 = struct.pack(">II", 0, 0) + os.urandom(HANDSHAKE_SIZE - 8)
         self.writer.write(b"\x03" + s1 + c1)
         await self.writer.drain()
-        await self.reader.readexactly(HANDSHAKE_SIZE)  # C2 echoes S1; nothing to verify
+        await self._read_exactly(HANDSHAKE_SIZE)  # C2 echoes S1; nothing to verify
+
+    async def _read_exactly(self, n: int) -> bytes:
+        data = await self.reader.readexactly(n)
+        self._protocol.buffered -= n
+        return data
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -214,7 +367,8 @@ class RtmpConnection:
         if type_id in (AUDIO, VIDEO):
             if self.sink is None or message.stream_id != self.publish_stream_id:
                 return True  # media before publish or on another stream: not ours to keep
-            await self.sink.on_media(type_id, message.timestamp, message.payload)
+            if not self.sink.on_media(type_id, message.timestamp, message.payload):
+                await self.sink.room()
         elif type_id in (COMMAND_AMF0, COMMAND_AMF3):
             payload = message.payload[1:] if type_id == COMMAND_AMF3 else message.payload
             return await self._command(message.stream_id, amf0.decode_all(payload))
@@ -229,11 +383,13 @@ class RtmpConnection:
             self._ack_window = max(1, struct.unpack_from(">I", message.payload)[0])
         return True
 
-    async def _received_bytes(self, count: int) -> None:
+    def _received_bytes(self, count: int) -> None:
         self._received += count
         if self._received - self._acked >= self._ack_window:
             self._acked = self._received
-            await self._send(ACK, struct.pack(">I", self._received & 0xFFFFFFFF), _CONTROL_CSID)
+            # Not drained: 16 bytes per window, and this may run in an event loop callback.
+            ack = Message(ACK, 0, 0, struct.pack(">I", self._received & 0xFFFFFFFF), _CONTROL_CSID)
+            self.writer.write(encode_message(ack, self.out_chunk_size))
 
     async def _command(self, stream_id: int, values: list[Any]) -> bool:
         if len(values) < 2 or not isinstance(values[0], str):

@@ -84,7 +84,7 @@ def test_wall_clock_continues_across_a_timestamp_jump(recorder, tmp_path) -> Non
     async def run():
         session = await recorder.open_publish("live", key, "a")
         # The first media fixes the wall-clock origin (an AAC AudioSpecificConfig).
-        await session.on_media(8, 0, b"\xaf\x00\x12\x10")
+        assert session.on_media(8, 0, b"\xaf\x00\x12\x10")
         first = session.segment_start(seg(0, 10.0))
         second = session.segment_start(seg(1, 12.0))
         # The publisher's clock jumps back to 0: wall time carries on from the last end.

@@ -73,7 +73,8 @@ def test_a_broken_room_is_stopped_and_the_others_on_its_thread_are_recorded(
                     # Paced at 4x real time: the break at 3 s is seen while media still
                     # comes (the refusal is told on the next message).
                     await asyncio.sleep(max(0.0, started + ts / 4000 - loop.time()))
-                    await session.on_media(type_id, ts, body)
+                    if not session.on_media(type_id, ts, body):
+                        await session.room()
                 outcome[room_id] = "unpublished"
             except ProtocolError as exc:
                 outcome[room_id] = f"refused: {exc}"
@@ -213,7 +214,8 @@ def test_a_camera_turned_on_mid_live_gets_video_and_an_audio_rendition(
         started = loop.time()
         for type_id, ts, body in feed:
             await asyncio.sleep(max(0.0, started + ts / 4000 - loop.time()))
-            await session.on_media(type_id, ts, body)
+            if not session.on_media(type_id, ts, body):
+                await session.room()
         await session.on_close("unpublished")
         await recorder.close()
 
