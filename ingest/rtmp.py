@@ -209,7 +209,7 @@ class RtmpConnection:
         reason = "connection closed"
         try:
             await asyncio.wait_for(self._handshake(), self.server.handshake_timeout_s)
-            loop = asyncio.get_running_loop()
+            loop = self._loop
             # One deadline pushed forward as reads come (wait_for would make a task per read),
             # at most once a second: rescheduling a timer per read showed in profiles. The
             # second is added, so a publisher silent for idle_timeout_s is cut within a second
@@ -225,7 +225,7 @@ class RtmpConnection:
                     if self.sink is not None and not protocol.buffered and not protocol.ended:
                         idle.reschedule(None)
                         pushed = -math.inf
-                        await self._run_fast(protocol, idle_s)
+                        await self._run_fast(idle_s)
                         continue
                     now = loop.time()
                     if now - pushed >= 1.0:
@@ -266,10 +266,10 @@ class RtmpConnection:
 
     # -- the fast path (publishing) --------------------------------------------------------------
 
-    async def _run_fast(self, protocol: _RtmpProtocol, idle_s: float) -> None:
+    async def _run_fast(self, idle_s: float) -> None:
         """Let `_feed` take the reads until it hands back; raise what it met. TimeoutError when
         no byte came for `idle_s`."""
-        loop = self._loop
+        loop, protocol = self._loop, self._protocol
         handed_back = self._handed_back = loop.create_future()
         self._last_read = loop.time()
         protocol.fast, protocol.on_end = self._feed, self._hand_back
@@ -294,13 +294,9 @@ class RtmpConnection:
         try:
             self._received_bytes(len(data))
             messages = self.parser.feed(data)
-            sink, stream_id = self.sink, self.publish_stream_id
-            assert sink is not None
             for i, message in enumerate(messages):
                 if message.type_id == AUDIO or message.type_id == VIDEO:
-                    if message.stream_id != stream_id:
-                        continue  # not ours to keep, as in `_dispatch`
-                    if sink.on_media(message.type_id, message.timestamp, message.payload):
+                    if self._take_media(message):
                         continue
                     self._full = True
                     self._backlog.extend(messages[i + 1 :])
@@ -365,9 +361,8 @@ class RtmpConnection:
         """Handle one message; False when the publisher has finished."""
         type_id = message.type_id
         if type_id in (AUDIO, VIDEO):
-            if self.sink is None or message.stream_id != self.publish_stream_id:
-                return True  # media before publish or on another stream: not ours to keep
-            if not self.sink.on_media(type_id, message.timestamp, message.payload):
+            if not self._take_media(message):
+                assert self.sink is not None
                 await self.sink.room()
         elif type_id in (COMMAND_AMF0, COMMAND_AMF3):
             payload = message.payload[1:] if type_id == COMMAND_AMF3 else message.payload
@@ -382,6 +377,12 @@ class RtmpConnection:
         elif type_id == WINDOW_ACK_SIZE and len(message.payload) >= 4:
             self._ack_window = max(1, struct.unpack_from(">I", message.payload)[0])
         return True
+
+    def _take_media(self, message: Message) -> bool:
+        """Media to the sink; False when the sink is full (await its `room()` first)."""
+        if self.sink is None or message.stream_id != self.publish_stream_id:
+            return True  # media before publish or on another stream: not ours to keep
+        return self.sink.on_media(message.type_id, message.timestamp, message.payload)
 
     def _received_bytes(self, count: int) -> None:
         self._received += count
