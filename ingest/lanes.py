@@ -209,6 +209,10 @@ class MediaLane:
         """Nothing is needed before media time `media_s` (the segmenter's next cut)."""
         self._wake_at = media_s
 
+    def next_cut_s(self) -> float | None:
+        """What `wake_at` said last, until media reached it (any side)."""
+        return self._wake_at
+
     def _schedule(self) -> None:
         """Holding the lock."""
         if not self._scheduled and not self._ended:

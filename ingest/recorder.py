@@ -753,6 +753,9 @@ class PublishSession:
             self._feed_ladder(flv.tag(type_id, timestamp_ms, payload))
         return room
 
+    def next_cut_s(self) -> float | None:
+        return None if self.lane is None else self.lane.next_cut_s()
+
     async def room(self) -> None:
         assert self.lane is not None
         try:
