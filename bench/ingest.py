@@ -869,9 +869,18 @@ def cpu_per_stream(args, service: Afterlive, nginx, video: Path, procs: Processe
             resolver = Resolver(service, {r["id"] for r in rooms})
             wait_recordings_ended(service, resolver, {r["id"] for r in rooms}, 60)
     al, idle_al, win_al = measured["afterlive"]
+    serve = win_al.spent["serve"] / n / win_al.wall_s * 100
     row = Row(
-        figure=f"CPU per live 720p30 2.5 Mb/s stream, {n} streams x {seconds:g} s (% of a core)",
+        figure=f"CPU per live 720p30 2.5 Mb/s stream, {n} streams x {seconds:g} s (% of a core): "
+        "afterlive and the S3 server it uploads to (weed, embedded)",
         afterlive=f"{al:.2f}%",
+        goal="<= 1.5x nginx",
+    )
+    # In production the store is S3 elsewhere: afterlive's own cost, uploads included.
+    own = Row(
+        figure="same, afterlive's own process (`afterlive serve`, uploading to S3; the S3 server "
+        "not counted)",
+        afterlive=f"{serve:.2f}%",
         goal="<= 1.5x nginx",
     )
     report.notes.append(
@@ -891,6 +900,9 @@ def cpu_per_stream(args, service: Afterlive, nginx, video: Path, procs: Processe
         row.peer = f"{ng:.2f}% (nginx-rtmp, hls on)"
         row.ratio = f"{ratio:.2f}x"
         row.met = "yes" if ratio <= 1.5 else "no"
+        own.peer = row.peer
+        own.ratio = f"{serve / ng:.2f}x" if ng > 0 else "-"
+        own.met = "yes" if ng > 0 and serve / ng <= 1.5 else "no"
         busy_al = (win_al.spent["server"] / win_al.wall_s * 100 - idle_al) / n
         busy_ng = (win_ng.spent["server"] / win_ng.wall_s * 100 - idle_ng) / n
         report.notes.append(
@@ -902,7 +914,7 @@ def cpu_per_stream(args, service: Afterlive, nginx, video: Path, procs: Processe
             if busy_ng > 0
             else "nginx used no measurable CPU when idle-subtracted."
         )
-    report.rows.append(row)
+    report.rows += [row, own]
 
 
 def wait_recordings_ended(
