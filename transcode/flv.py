@@ -379,6 +379,13 @@ class FlvSegmenter:
             if probed is not None
             else f"{'video' if kind == VIDEO else 'audio'} started mid-publish",
         )
+        if self._restarts == MAX_RESTARTS:
+            log.warning(
+                "%s: started over %d times; from here on new tracks and decoder settings are "
+                "not picked up (such frames are dropped or recorded as they come)",
+                self.label,
+                MAX_RESTARTS,
+            )
         # The next sequence: after the open segment, unless it is empty (never reported).
         sequence = segmenter.sequence + (segmenter.outputs[0].start is not None)
         segmenter.finish()

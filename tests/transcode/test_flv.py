@@ -12,7 +12,7 @@ import pytest
 from tests.utils.flvfile import Tag, read_tags, write_flv
 from tests.utils.media import FFMPEG
 from transcode.errors import TranscodeError
-from transcode.flv import AUDIO, VIDEO, FlvPackets, FlvSegmenter, is_frame
+from transcode.flv import AUDIO, MAX_RESTARTS, VIDEO, FlvPackets, FlvSegmenter, is_frame
 from transcode.segmenter import SegmentClosed, Segmenter
 
 ENCODINGS = {
@@ -154,6 +154,39 @@ def test_an_encoder_restarted_with_new_parameters_is_recorded_after_a_discontinu
             assert played["audio"] == {22050 if after else 44100}, s.path.name
             if rendition == "source":
                 assert played["video"] == {(640, 360) if after else (320, 240)}, s.path.name
+
+
+def test_an_encoder_that_keeps_restarting_starts_over_at_most_max_restarts_times(
+    tmp_path, caplog
+) -> None:
+    """A publisher that switches between two encoders every second, 12 times: the first
+    MAX_RESTARTS switches start the segmenting over (a probe and a discontinuity each), the
+    rest are recorded as they come, and the recording runs to the end."""
+    halves = _halves(tmp_path, "h264+aac")
+    started: list = []
+    segments: list[SegmentClosed] = []
+    segmenter = FlvSegmenter(
+        label="toggler",
+        directory=tmp_path / "out",
+        on_start=started.append,
+        on_segment=segments.append,
+    )
+    for k in range(12):  # each half's first second: its sequence headers, then a keyframe
+        half = halves[k % 2]
+        segmenter.push(
+            [(t.type_id, t.timestamp + 1000 * k, t.body) for t in half if t.timestamp < 1000]
+        )
+    segmenter.finish()
+    assert MAX_RESTARTS < 11
+    assert len(started) == 1 + MAX_RESTARTS
+    assert caplog.text.count("toggler: the encoder restarted with new parameters") == MAX_RESTARTS
+    assert f"toggler: started over {MAX_RESTARTS} times" in caplog.text
+    source = [s for s in segments if s.rendition == "source"]
+    # One segment per second up to the last start-over, 2 s segments after it.
+    assert [s.discontinuity for s in source] == [False] + [True] * MAX_RESTARTS + [False] * (
+        (11 - MAX_RESTARTS) // 2
+    )
+    assert sum(s.duration_s for s in source) == pytest.approx(12, abs=0.2)
 
 
 def test_a_repeated_sequence_header_changes_nothing(tmp_path) -> None:
