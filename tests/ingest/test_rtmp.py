@@ -70,14 +70,14 @@ async def serve(sink: Sink, **kwargs) -> RtmpServer:
     return server
 
 
-@pytest.mark.parametrize("full_every", [0, 25])
-def test_media_is_taken_on_the_fast_path_in_order_and_a_full_sink_is_waited_for(
-    full_every: int,
-) -> None:
+def publish_into(sink_options: dict[str, Any], seconds: float) -> tuple[Sink, str, int]:
+    """ffmpeg publishes `seconds` of media to a server with a new Sink(**sink_options): the
+    sink, why the publish ended, and ffmpeg's exit code."""
+
     async def main() -> tuple[Sink, str, int]:
-        sink = Sink(full_every=full_every)
+        sink = Sink(**sink_options)
         server = await serve(sink)
-        publisher = publish_rtmp(f"rtmp://127.0.0.1:{server.port}/live/key", seconds=4)
+        publisher = publish_rtmp(f"rtmp://127.0.0.1:{server.port}/live/key", seconds=seconds)
         try:
             reason = await asyncio.wait_for(sink.closed, 30)
             code = await asyncio.to_thread(publisher.wait, 30)
@@ -86,7 +86,14 @@ def test_media_is_taken_on_the_fast_path_in_order_and_a_full_sink_is_waited_for(
             await server.close()
         return sink, reason, code
 
-    sink, reason, code = asyncio.run(main())
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("full_every", [0, 25])
+def test_media_is_taken_on_the_fast_path_in_order_and_a_full_sink_is_waited_for(
+    full_every: int,
+) -> None:
+    sink, reason, code = publish_into({"full_every": full_every}, seconds=4)
     assert code == 0 and reason == "unpublished"
     video = [m for m in sink.media if m[0] == VIDEO]
     audio = [m for m in sink.media if m[0] == AUDIO]
@@ -162,20 +169,7 @@ def test_reads_come_in_batches_until_shortly_before_the_next_cut(reads: list[int
     """A paced publisher sends each message as its own write. Once the stream's rate is known,
     the server reads it in batches of up to READ_AHEAD_S of media, and stops batching
     READ_MARGIN_S before the sink's next cut, so the cut is taken as soon as it arrives."""
-
-    async def main() -> tuple[Sink, str, int]:
-        sink = Sink(cut_every_s=2.0)
-        server = await serve(sink)
-        publisher = publish_rtmp(f"rtmp://127.0.0.1:{server.port}/live/key", seconds=8)
-        try:
-            reason = await asyncio.wait_for(sink.closed, 30)
-            code = await asyncio.to_thread(publisher.wait, 30)
-        finally:
-            publisher.kill()
-            await server.close()
-        return sink, reason, code
-
-    sink, reason, code = asyncio.run(main())
+    sink, reason, code = publish_into({"cut_every_s": 2.0}, seconds=8)
     assert code == 0 and reason == "unpublished"
     assert [m[2] for m in sink.media if m[0] == VIDEO].count(1) == 240  # nothing lost
     # ffmpeg -re sends media on the wall clock: a message's lag is when the sink got it, less
