@@ -301,6 +301,7 @@ class FlvSegmenter:
         self._packets: FlvPackets | None = None
         self.segmenter: PacketSegmenter | None = None
         self._restarts = 0  # times the segmenting started over (`_start_over`)
+        self._deferred: list[Tag] = []  # a start-over that has seen only sequence headers
         self._dropped = 0  # frames not recorded, by segmenters before the current one
 
     def push(self, tags: Sequence[Tag]) -> None:
@@ -314,6 +315,10 @@ class FlvSegmenter:
         packets, segmenter = self._packets, self.segmenter
         assert packets is not None and segmenter is not None
         try:
+            if self._deferred:
+                tags, self._deferred = [*self._deferred, *tags], []
+                self._start_over(tags)
+                return
             if packets.groups_audio:
                 self._push_grouped(tags)
                 return
@@ -369,6 +374,11 @@ class FlvSegmenter:
         renditions, and the master playlist announcing them)."""
         packets, segmenter = self._packets, self.segmenter
         assert packets is not None and segmenter is not None
+        if not any(t in (AUDIO, VIDEO) and is_frame(t, body) for t, _, body in rest):
+            # Only sequence headers so far: the other kind's may be in the next batch, and one
+            # probe must see both (else a second start-over follows at once).
+            self._deferred = list(rest)
+            return
         self._restarts += 1
         kind = packets.restart
         probed = packets.video if kind == VIDEO else packets.audio
@@ -411,6 +421,7 @@ class FlvSegmenter:
     def finish(self) -> None:
         """The publish ended: segment what is held (a publish shorter than the probe) and close
         the last segments. Idempotent."""
+        self._deferred = []  # sequence headers that no frame followed: nothing to record
         try:
             if self.segmenter is None and self._held:
                 held, self._held = self._held, []

@@ -160,23 +160,18 @@ def test_an_encoder_that_keeps_restarting_starts_over_at_most_max_restarts_times
     tmp_path, caplog
 ) -> None:
     """A publisher that switches between two encoders every second, 12 times: the first
-    MAX_RESTARTS switches start the segmenting over (a probe and a discontinuity each), the
+    MAX_RESTARTS switches start the segmenting over (one probe and one discontinuity each,
+    even when a switch's video and audio sequence headers come in different batches), the
     rest are recorded as they come, and the recording runs to the end."""
     halves = _halves(tmp_path, "h264+aac")
-    started: list = []
-    segments: list[SegmentClosed] = []
-    segmenter = FlvSegmenter(
-        label="toggler",
-        directory=tmp_path / "out",
-        on_start=started.append,
-        on_segment=segments.append,
-    )
+    tags = []
     for k in range(12):  # each half's first second: its sequence headers, then a keyframe
         half = halves[k % 2]
-        segmenter.push(
-            [(t.type_id, t.timestamp + 1000 * k, t.body) for t in half if t.timestamp < 1000]
-        )
-    segmenter.finish()
+        tags += [(t.type_id, t.timestamp + 1000 * k, t.body) for t in half if t.timestamp < 1000]
+    # Batches of 7 split the two sequence headers of some switches (checked below).
+    headers = [not is_frame(t, body) for t, _, body in tags]
+    assert any(headers[i] and headers[i + 1] for i in range(6, len(tags) - 1, 7))
+    started, segments = _segment_in_batches(tags, 7, "toggler", tmp_path / "out")
     assert MAX_RESTARTS < 11
     assert len(started) == 1 + MAX_RESTARTS
     assert caplog.text.count("toggler: the encoder restarted with new parameters") == MAX_RESTARTS
