@@ -1,11 +1,13 @@
-"""A lean S3 PutObject for the upload hot path: SigV4 header auth over a urllib3 pool, no botocore.
+"""A lean S3 PutObject for the upload hot path: SigV4 header auth over kept-alive HTTP/1.1
+connections (`storage.http1`), no botocore.
 
 Every live room uploads a segment and a playlist every 2 s per rendition. Through botocore each
 PUT of a 600 KB segment costs ~5 ms of CPU, most of it under the GIL: the request pipeline
 (events, model serialisation, endpoint rules, signing through the generic signer) plus a SHA-256
 of the body (botocore signs the payload of a PutObject whenever it sends no checksum header) and
 an `Expect: 100-continue` round trip. Here a PUT costs one quote of the key, one SHA-256 of a
-short canonical request, one HMAC and the urllib3 request.
+short canonical request, one HMAC, one send and a short answer to parse (`storage.http1`: urllib3
+and http.client cost several times that per request).
 
 What goes on the wire, for `ObjectStore.put_bytes`:
 
@@ -40,6 +42,7 @@ import hmac
 import ipaddress
 import logging
 import random as _random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -48,10 +51,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
-
 from storage.errors import StorageError, StoreUnavailable
+from storage.http1 import Origin
 from storage.presign import ALGORITHM, PresignUnsupported, SigningKeys, address
 
 if TYPE_CHECKING:
@@ -125,7 +126,8 @@ class RetryQuota:
 
 
 class S3Put:
-    """PutObject into one bucket. Thread-safe: the pool is, the signing caches swap whole."""
+    """PutObject into one bucket. Thread-safe: the connections are, the signing caches swap
+    whole."""
 
     def __init__(
         self,
@@ -165,31 +167,22 @@ class S3Put:
         self._keys = SigningKeys(config.secret_access_key, config.region)
         # (day, keyed HMAC to copy, "AWS4-HMAC-SHA256 Credential=.../scope, ") per signing day.
         self._day: tuple[str, hmac.HMAC, str, str] | None = None
-        pool_kwargs: dict = {
-            "maxsize": config.max_connections,
-            # As botocore's pool: a burst above maxsize opens extra connections, and only
-            # maxsize are kept alive afterwards.
-            "block": False,
-            "timeout": urllib3.Timeout(
-                connect=config.connect_timeout_s, read=config.read_timeout_s
-            ),
-            "retries": False,
-        }
-        port = parts.port or _HTTP_DEFAULT_PORT[parts.scheme]
-        if parts.scheme == "https":
-            self._pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-                parts.hostname,
-                port,
-                cert_reqs="CERT_REQUIRED",
-                ca_certs=ca_certs,
-                ca_cert_dir=ca_cert_dir,
-                **pool_kwargs,
-            )
-        else:
-            self._pool = urllib3.HTTPConnectionPool(parts.hostname, port, **pool_kwargs)
+        tls = None
+        if parts.scheme == "https":  # verifying, with botocore's CA bundle
+            tls = ssl.create_default_context(cafile=ca_certs, capath=ca_cert_dir)
+        # As botocore's pool: a burst above max_connections opens extra connections, and only
+        # max_connections are kept alive afterwards.
+        self._origin_http = Origin(
+            parts.hostname or "",
+            parts.port or _HTTP_DEFAULT_PORT[parts.scheme],
+            tls=tls,
+            connect_s=config.connect_timeout_s,
+            read_s=config.read_timeout_s,
+            keep=config.max_connections,
+        )
 
     def close(self) -> None:
-        self._pool.close()
+        self._origin_http.close()
 
     # -- the request ---------------------------------------------------------------------------
 
@@ -284,18 +277,8 @@ class S3Put:
                 key, data, content_type=content_type, cache_control=cache_control, tagging=tagging
             )
             try:
-                reply = self._pool.urlopen(
-                    "PUT",
-                    path,
-                    body=data,
-                    headers=headers,
-                    retries=False,
-                    redirect=False,
-                    assert_same_host=False,
-                    preload_content=True,
-                    decode_content=False,
-                )
-            except (HTTPError, OSError) as exc:
+                reply = self._origin_http.request("PUT", path, headers, data)
+            except OSError as exc:
                 # Nothing came back: the store is down, unreachable, or too slow.
                 cost = TIMEOUT_RETRY_COST if _is_timeout(exc) else RETRY_COST
                 if not self._may_retry(attempt, cost):
@@ -307,8 +290,8 @@ class S3Put:
                 continue
             if 200 <= reply.status < 300:
                 self.quota.release(paid or NO_RETRY_INCREMENT)
-                return (reply.headers.get("ETag") or "").strip('"')
-            code, message = s3_error(reply.status, reply.data)
+                return (reply.headers.get("etag") or "").strip('"')
+            code, message = s3_error(reply.status, reply.body)
             if 300 <= reply.status < 400 or code in _REDIRECT_CODES:
                 raise Redirected(f"{where}: {code} {message}".rstrip())
             retryable = reply.status in RETRY_STATUSES or code in RETRY_CODES
@@ -352,10 +335,7 @@ def s3_error(status: int, body: bytes) -> tuple[str, str]:
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    # urllib3 makes a refused connection a ConnectTimeoutError too; botocore does not.
-    if isinstance(exc, NewConnectionError):
-        return False
-    return isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError)
+    return isinstance(exc, TimeoutError)
 
 
 def _is_loopback(host: str) -> bool:

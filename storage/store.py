@@ -9,8 +9,8 @@ write a second retry loop around it. What is left after the retries becomes a `S
 names the operation and the key.
 
 PutObject below the multipart threshold (every segment and playlist of a live room) goes through
-`storage.s3put.S3Put` instead, a lean SigV4 client over urllib3 with the same retry policy, when
-it is checked at start to send what botocore would; see `_putter`.
+`storage.s3put.S3Put` instead, a lean SigV4 client over `storage.http1` with the same retry
+policy, when it is checked at start to send what botocore would; see `_putter`.
 """
 
 from __future__ import annotations
