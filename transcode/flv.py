@@ -56,13 +56,13 @@ PROBE_TAGS = 64
 
 _AAC, _MP3 = 10, 2
 _AVC = 7
-_KEY, _INFO = 1, 5
+_KEY, _INTER, _INFO = 1, 2, 5
 _EX_HEADER = 0x80
 _SEQUENCE_START, _CODED_FRAMES, _CODED_FRAMES_X = 0, 1, 3
 _FOURCC = {"h264": b"avc1", "hevc": b"hvc1"}
 _SOUND_FORMAT = {"aac": _AAC, "mp3": _MP3}
 _SAMPLES_PER_FRAME = {"aac": 1024, "mp3": 1152}
-# An audio room's AAC frames go to the muxer in runs of up to this many (~0.4 s at 44.1 kHz).
+# AAC frames go to the muxer in runs of up to this many (~0.4 s at 44.1 kHz).
 GROUP_FRAMES = 16
 # A new track or new decoder configuration starts the segmenting over; not more often than
 # this per publish (a publisher toggling a camera every second must not make a segment each time).
@@ -129,10 +129,10 @@ class FlvPackets:
             self._sound_format = _SOUND_FORMAT.get(name, -1)
             if ctx.sample_rate:
                 self.audio_ms = round(_SAMPLES_PER_FRAME.get(name, 0) * 1000 / ctx.sample_rate)
-        # Audio rooms: frames grouped into packets of ADTS frames (`audio_group`), with the
-        # header of the probe's configuration (a new one starts over with a new probe).
+        # AAC frames grouped into packets of ADTS frames (`audio_group`), with the header of
+        # the probe's configuration (a new one starts over with a new probe).
         self._probe_adts: Callable[[int], bytes] | None = None
-        if audio is not None and video is None and self._sound_format == _AAC:
+        if audio is not None and self._sound_format == _AAC:
             self._probe_adts = adts_header(audio.codec_context.extradata or b"")
 
     def packet(self, type_id: int, timestamp_ms: int, body: bytes) -> tuple[av.Packet, int] | None:
@@ -162,7 +162,7 @@ class FlvPackets:
 
     @property
     def groups_audio(self) -> bool:
-        """An audio-only AAC input, whose frames `audio_group` can put in one packet."""
+        """An AAC input, whose frames `audio_group` can put in one packet."""
         return self._probe_adts is not None
 
     def audio_group(self, frames: list[tuple[int, bytes]]) -> tuple[av.Packet, int]:
@@ -334,10 +334,13 @@ class FlvSegmenter:
             raise TranscodeError(f"{self.label}: the media could not be segmented: {exc}") from exc
 
     def _push_grouped(self, tags: Sequence[Tag]) -> None:
-        """An audio room: runs of AAC frames go to the segmenter as one packet each (see
-        `FlvPackets.audio_group`). A run ends before a frame the segmenter would cut at, at a
-        gap or step back in the timestamps, and at GROUP_FRAMES, so cuts, jumps and
-        discontinuities fall where they would frame by frame."""
+        """AAC audio: runs of frames go to the segmenter as one packet each (see
+        `FlvPackets.audio_group`). A run ends before a frame the segmenter would cut at (the
+        source's cut, or the audio rendition's after a video cut), at a gap or step back in the
+        timestamps, at GROUP_FRAMES, and before anything but a video frame that is not a
+        keyframe (a keyframe may cut: the audio before it goes first), so cuts, jumps and
+        discontinuities fall where they would frame by frame. In a video room the run's
+        packet goes after the video frames it spans: the muxer interleaves by time."""
         packets, segmenter = self._packets, self.segmenter
         assert packets is not None and segmenter is not None
         group: list[tuple[int, bytes]] = []
@@ -354,7 +357,9 @@ class FlvSegmenter:
                     group = []
                 group.append((ts, body[2:]))
                 continue
-            if group:
+            if group and not (
+                type_id == VIDEO and len(body) > 1 and (body[0] >> 4) & 0x07 == _INTER
+            ):
                 push(*packets.audio_group(group))
                 group = []
             found = packets.packet(type_id, ts, body)

@@ -287,10 +287,17 @@ class PacketSegmenter:
             self.on_next_cut(due)
 
     def cuts_at(self, t: float) -> bool:
-        """Whether an audio packet at media time `t` would close the segment of an audio-only
-        input (the feed must not hide such a frame inside a bigger packet)."""
+        """Whether an audio packet at media time `t` would close a segment: the source's, or
+        the audio rendition's after a video cut (the feed must not hide such a frame inside a
+        bigger packet)."""
+        if self._cut_at is not None and len(self.outputs) > 1 and t >= self._cut_at:
+            return True
         start = self.outputs[0].start
-        return start is not None and t - start >= self._early_cut
+        return (
+            start is not None
+            and t - start >= self._early_cut
+            and (self._video_index is None or t - self._last_video >= CAMERA_OFF_S)
+        )
 
     def new_timeline(self) -> None:
         """Close the open segments here; the next ones start after a discontinuity (a jump in
