@@ -5,11 +5,12 @@ signing) is tests/storage/test_s3put.py's, against the real store."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import trustme
@@ -86,6 +87,20 @@ class Scripted:
         self._listener.close()
 
 
+@contextlib.contextmanager
+def serving(
+    reply: Callable[[int, int], bytes | None], *, close_after: bool = False, read_s: float = 60.0
+) -> Iterator[tuple[Scripted, Origin]]:
+    """A scripted server and an Origin for it, both closed after."""
+    server = Scripted(reply, close_after=close_after)
+    origin = Origin("127.0.0.1", server.port, read_s=read_s)
+    try:
+        yield server, origin
+    finally:
+        origin.close()
+        server.close()
+
+
 def put(origin: Origin, body: bytes = b"x"):
     return origin.request(
         "PUT", "/b/k", {"Host": "127.0.0.1", "Content-Length": str(len(body))}, body
@@ -109,13 +124,8 @@ def put(origin: Origin, body: bytes = b"x"):
     ],
 )
 def test_every_answer_framing(answer: bytes, body: bytes, kept: bool) -> None:
-    server = Scripted(lambda conn, req: answer)
-    origin = Origin("127.0.0.1", server.port)
-    try:
+    with serving(lambda conn, req: answer) as (server, origin):
         first, second = put(origin, b"a" * 100_000), put(origin)
-    finally:
-        origin.close()
-        server.close()
     assert first.body == second.body == body
     status = int(answer.rsplit(b"HTTP/1.", 1)[1][2:5])  # the last status line: after any 1xx
     assert first.status == second.status == status
@@ -126,13 +136,9 @@ def test_every_answer_framing(answer: bytes, body: bytes, kept: bool) -> None:
 
 
 def test_an_answer_to_the_end_of_the_connection() -> None:
-    server = Scripted(lambda conn, req: b"HTTP/1.1 200 OK\r\n\r\nall of it", close_after=True)
-    origin = Origin("127.0.0.1", server.port)
-    try:
+    to_the_end = b"HTTP/1.1 200 OK\r\n\r\nall of it"
+    with serving(lambda conn, req: to_the_end, close_after=True) as (server, origin):
         answers = [put(origin), put(origin)]
-    finally:
-        origin.close()
-        server.close()
     assert [a.body for a in answers] == [b"all of it"] * 2
     assert server.connections == 2
 
@@ -140,15 +146,10 @@ def test_an_answer_to_the_end_of_the_connection() -> None:
 def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
     """An answer without `Connection: close`, then the server hangs up: the next request gets
     through on a new connection (the idle socket reads as ended, so it is not even tried)."""
-    server = Scripted(lambda conn, req: OK, close_after=True)
-    origin = Origin("127.0.0.1", server.port)
-    try:
+    with serving(lambda conn, req: OK, close_after=True) as (server, origin):
         first = put(origin)
         time.sleep(0.1)  # the hang-up reaches us
         second = put(origin)
-    finally:
-        origin.close()
-        server.close()
     assert first.status == second.status == 200
     assert server.connections == 2 and len(server.requests) == 2
 
@@ -156,27 +157,19 @@ def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
 def test_a_reused_connection_that_gets_no_answer_is_tried_once_more_on_a_new_one() -> None:
     """The server closes a kept connection as the next request arrives (its idle timeout in
     the same instant): that request is sent again on a new connection, once."""
-    server = Scripted(lambda conn, req: OK if req == 0 else None)
-    origin = Origin("127.0.0.1", server.port)
-    try:
+    with serving(lambda conn, req: OK if req == 0 else None) as (server, origin):
         answers = [put(origin), put(origin)]
-    finally:
-        origin.close()
-        server.close()
     assert [a.status for a in answers] == [200, 200]
     assert server.connections == 2 and len(server.requests) == 3
 
 
 def test_no_answer_on_a_new_connection_is_an_error_for_the_caller() -> None:
     """Not retried here: S3Put's retry policy (with its backoff and quota) decides."""
-    server = Scripted(lambda conn, req: None)
-    origin = Origin("127.0.0.1", server.port)
-    try:
-        with pytest.raises(BadAnswer, match="before an answer"):
-            put(origin)
-    finally:
-        origin.close()
-        server.close()
+    with (
+        serving(lambda conn, req: None) as (server, origin),
+        pytest.raises(BadAnswer, match="before an answer"),
+    ):
+        put(origin)
     assert server.connections == 1
 
 
@@ -192,28 +185,19 @@ def test_no_answer_on_a_new_connection_is_an_error_for_the_caller() -> None:
     ],
 )
 def test_broken_answers_are_bad_answers(answer: bytes, says: str) -> None:
-    server = Scripted(lambda conn, req: answer, close_after=True)
-    origin = Origin("127.0.0.1", server.port)
-    try:
-        with pytest.raises(BadAnswer, match=says):
-            put(origin)
-    finally:
-        origin.close()
-        server.close()
+    with (
+        serving(lambda conn, req: answer, close_after=True) as (_, origin),
+        pytest.raises(BadAnswer, match=says),
+    ):
+        put(origin)
 
 
 def test_a_silent_server_times_out() -> None:
     def silent(conn: int, req: int) -> None:
         time.sleep(1)
 
-    server = Scripted(silent)
-    origin = Origin("127.0.0.1", server.port, read_s=0.3)
-    try:
-        with pytest.raises(TimeoutError):
-            put(origin)
-    finally:
-        origin.close()
-        server.close()
+    with serving(silent, read_s=0.3) as (_, origin), pytest.raises(TimeoutError):
+        put(origin)
 
 
 def test_tls_with_a_verifying_context() -> None:
