@@ -92,11 +92,7 @@ class Origin:
                 if not self._idle:
                     return None
                 sock = self._idle.pop()  # the most recently used: the least likely to be stale
-            try:
-                readable = select.select([sock], [], [], 0)[0]
-            except (OSError, ValueError):
-                readable = [sock]
-            if not readable:
+            if not _readable(sock):
                 return sock
             sock.close()  # an idle connection has nothing to say: it was closed (or is broken)
 
@@ -137,6 +133,19 @@ class Origin:
         else:
             sock.close()
         return answer
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether the socket has something to read (or has ended) right now. poll, not select:
+    a busy server holds more than select's 1024 file descriptors."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True  # closed or unusable: not to be reused
 
 
 def _read_answer(sock: socket.socket, method: str) -> tuple[Answer, bool]:

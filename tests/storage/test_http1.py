@@ -6,6 +6,8 @@ signing) is tests/storage/test_s3put.py's, against the real store."""
 from __future__ import annotations
 
 import contextlib
+import os
+import resource
 import socket
 import ssl
 import threading
@@ -220,3 +222,21 @@ def test_tls_with_a_verifying_context() -> None:
     assert [a.body for a in answers] == [b"ok", b"ok"]
     assert answers[0].headers["etag"] == '"e"'
     assert server.connections == 2  # one kept for both requests, one refused
+
+
+def test_a_kept_connection_is_reused_above_select_s_1024_descriptors() -> None:
+    """A busy server (hundreds of RTMP sockets, spool files) has descriptors above 1024, where
+    select() refuses; the idle check must still say "not closed" and reuse the connection."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with serving(lambda conn, req: OK) as (server, origin):
+            answers = [put(origin), put(origin), put(origin)]
+            assert origin._idle[0].fileno() > 1024
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [a.status for a in answers] == [200] * 3
+    assert server.connections == 1
