@@ -14,9 +14,9 @@ alone) and published with `-c copy`-like cost by bench/rtmp_load.py, a paced asy
    media timeline (from its EXT-X-PROGRAM-DATE-TIME offset and EXTINF; for video snapped to the
    keyframe that starts the next segment) says when the publisher sent the packet that let it
    close: publish t0 + media end. Visibility = first seen - that instant.
-2. CPU per live stream: N video streams for the same wall time into afterlive (the `afterlive
-   serve` process and its `weed` child, utime+stime from /proc) and then into nginx with the
-   RTMP module writing HLS to local disk (master + worker).
+2. CPU per live stream: N video streams into afterlive (the `afterlive serve` process and its
+   `weed` child, utime+stime from /proc) and, at the same time, N into nginx with the RTMP
+   module writing HLS to local disk (master + worker), each from its own publisher; one window.
 3. Concurrent rooms: ramps of audio rooms and of video rooms, each level for `--seconds`; the
    highest level where >= 99% of the segments of a sample of rooms were visible within 1 s, every
    publish ran to the end and every room's final playlist is complete. Alongside: CPU of serve,
@@ -828,48 +828,54 @@ def visibility(
 
 
 def cpu_per_stream(args, service: Afterlive, nginx, video: Path, procs: Processes, tmp, report):
+    """Both servers get `n` streams at once and are measured over the same window: the
+    machine's state (clock speed, caches, other load) is the same for both, which windows one
+    after the other did not give (nginx's figure moved between 0.27% and 0.48% from run to
+    run). Each has its own publisher process."""
     n, seconds = args.cpu_streams, args.cpu_seconds
     stagger, settle = 1.0, 4.0
-    measured = {}
-    sides = ["afterlive"] + (["nginx"] if nginx is not None else [])
-    for side in sides:
-        if side == "afterlive":
-            rooms = service.create_rooms("video", n, "cpu")
-            targets = [f"{service.rtmp}/{r['stream_key']}" for r in rooms]
-
-            def pids():
-                return [service.serve_pid] + ([service.weed_pid] if service.weed_pid else [])
-
-            groups = {"server": pids()}
-        else:
-            targets = [f"{nginx.url}/cpu-{i}" for i in range(n)]
-            groups = {"server": nginx.pids()}
-        idle = CpuWindow(groups)
-        idle.begin()
-        time.sleep(args.idle_seconds)
-        idle.end()
-        idle_pct = idle.percent("server")
-        say(f"cpu: {n} video streams into {side} for {seconds:g} s (idle {idle_pct:.1f}%)")
-        load = start_load(procs, video, targets, seconds + stagger + settle + 2, stagger, tmp)
-        time.sleep(stagger + settle)
-        window = CpuWindow(groups | {"publisher": [load.proc.pid]})
-        if side == "afterlive":
-            window.groups |= {"serve": [service.serve_pid], "weed": groups["server"][1:]}
-        window.begin()
-        time.sleep(seconds)
-        window.end()
+    rooms = service.create_rooms("video", n, "cpu")
+    targets = {"afterlive": [f"{service.rtmp}/{r['stream_key']}" for r in rooms]}
+    servers = {"afterlive": [service.serve_pid] + ([service.weed_pid] if service.weed_pid else [])}
+    if nginx is not None:
+        targets["nginx"] = [f"{nginx.url}/cpu-{i}" for i in range(n)]
+        servers["nginx"] = nginx.pids()
+    idle = CpuWindow(servers)
+    idle.begin()
+    time.sleep(args.idle_seconds)
+    idle.end()
+    idle_text = ", ".join(f"{side} {idle.percent(side):.1f}%" for side in servers)
+    say(
+        f"cpu: {n} video streams into each of {', '.join(servers)} for {seconds:g} s "
+        f"({idle_text} idle)"
+    )
+    duration = seconds + stagger + settle + 2
+    loads = {
+        side: start_load(procs, video, side_targets, duration, stagger, tmp)
+        for side, side_targets in targets.items()
+    }
+    time.sleep(stagger + settle)
+    window = CpuWindow(
+        servers
+        | {f"{side} publisher": [load.proc.pid] for side, load in loads.items()}
+        | {"serve": [service.serve_pid], "weed": servers["afterlive"][1:]}
+    )
+    window.begin()
+    time.sleep(seconds)
+    window.end()
+    for side, load in loads.items():
         load.wait(120)
         errors = [r for r in load.results.values() if r.get("error")]
         if errors or len(load.results) < n:
             raise RuntimeError(f"{side}: publishes failed: {errors[:3]}")
-        per_stream = window.spent["server"] / n / window.wall_s * 100
-        measured[side] = (per_stream, idle.percent("server"), window)
-        say(f"  {side}: {per_stream:.2f}% of a core per stream ({window.describe()})")
-        if side == "afterlive":
-            resolver = Resolver(service, {r["id"] for r in rooms})
-            wait_recordings_ended(service, resolver, {r["id"] for r in rooms}, 60)
-    al, idle_al, win_al = measured["afterlive"]
-    serve = win_al.spent["serve"] / n / win_al.wall_s * 100
+    say(f"  {window.describe()}")
+    resolver = Resolver(service, {r["id"] for r in rooms})
+    wait_recordings_ended(service, resolver, {r["id"] for r in rooms}, 60)
+
+    def per_stream(group: str) -> float:
+        return window.percent(group) / n
+
+    al, serve = per_stream("afterlive"), per_stream("serve")
     row = Row(
         figure=f"CPU per live 720p30 2.5 Mb/s stream, {n} streams x {seconds:g} s (% of a core): "
         "afterlive and the S3 server it uploads to (weed, embedded)",
@@ -883,34 +889,28 @@ def cpu_per_stream(args, service: Afterlive, nginx, video: Path, procs: Processe
         afterlive=f"{serve:.2f}%",
         goal="<= 1.5x nginx",
     )
+    publishers = ", ".join(f"{side}'s {window.percent(f'{side} publisher'):.1f}%" for side in loads)
     report.notes.append(
-        f"CPU split for afterlive ({n} streams): serve {win_al.percent('serve'):.1f}%, "
-        f"weed {win_al.percent('weed'):.1f}% of a core in all; idle before the load: "
-        f"{idle_al:.1f}% (serve + weed). The publisher used {win_al.percent('publisher'):.1f}%; "
-        f"other processes on the machine {win_al.percent('others'):.0f}%"
-        + (
-            f" (during nginx: {measured['nginx'][2].percent('others'):.0f}%)."
-            if "nginx" in measured
-            else "."
-        )
+        f"CPU, both servers loaded at once over the same {seconds:g} s window: serve "
+        f"{window.percent('serve'):.1f}%, weed {window.percent('weed'):.1f}% of a core in all; "
+        f"idle before the load: {idle_text} (afterlive = serve + weed). The publishers used "
+        f"{publishers}; other processes on the machine {window.percent('others'):.0f}%."
     )
-    if "nginx" in measured:
-        ng, idle_ng, win_ng = measured["nginx"]
-        ratio = al / ng if ng > 0 else float("inf")
-        row.peer = f"{ng:.2f}% (nginx-rtmp, hls on)"
-        row.ratio = f"{ratio:.2f}x"
-        row.met = "yes" if ratio <= 1.5 else "no"
-        own.peer = row.peer
+    if nginx is not None:
+        ng = per_stream("nginx")
+        row.peer = own.peer = f"{ng:.2f}% (nginx-rtmp, hls on)"
+        row.ratio = f"{al / ng:.2f}x" if ng > 0 else "-"
         own.ratio = f"{serve / ng:.2f}x" if ng > 0 else "-"
+        row.met = "yes" if ng > 0 and al / ng <= 1.5 else "no"
         own.met = "yes" if ng > 0 and serve / ng <= 1.5 else "no"
-        busy_al = (win_al.spent["server"] / win_al.wall_s * 100 - idle_al) / n
-        busy_ng = (win_ng.spent["server"] / win_ng.wall_s * 100 - idle_ng) / n
+        busy_al = (window.percent("afterlive") - idle.percent("afterlive")) / n
+        busy_ng = (window.percent("nginx") - idle.percent("nginx")) / n
         report.notes.append(
             f"CPU with each server's idle cost subtracted: afterlive {busy_al:.2f}%, "
             f"nginx {busy_ng:.2f}% per stream ({busy_al / busy_ng:.2f}x; nginx idle "
-            f"{idle_ng:.2f}%). nginx-rtmp only writes TS files and a playlist to local disk; "
-            "afterlive also demuxes in Python, uploads every segment and playlist to S3, indexes "
-            "segments in SQLite, and the S3 server's CPU (weed) is counted on its side."
+            f"{idle.percent('nginx'):.2f}%). nginx-rtmp only writes TS files and a playlist to "
+            "local disk; afterlive also demuxes in Python, uploads every segment and playlist to "
+            "S3, indexes segments in SQLite, and the S3 server's CPU (weed) is counted on its side."
             if busy_ng > 0
             else "nginx used no measurable CPU when idle-subtracted."
         )
