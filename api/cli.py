@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import signal
 import sys
 import threading
 import time
+from types import FrameType
 
 from api import admin_cli, creator_cli
 from api.settings import Settings, SettingsError, load_settings
@@ -102,7 +104,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _run_uvicorn(settings: Settings, app) -> int:
     import uvicorn
 
-    server = uvicorn.Server(
+    server = _quiet_server(uvicorn)(
         uvicorn.Config(
             app,
             host=settings.api_host,
@@ -120,6 +122,38 @@ def _run_uvicorn(settings: Settings, app) -> int:
         server.run()
     # uvicorn returns (rather than raising) when startup fails, e.g. on a port in use.
     return 0 if server.started else 1
+
+
+def _quiet_server(uvicorn):
+    """uvicorn's Server, waking once a second instead of ten times when nothing happens.
+
+    uvicorn's main loop sleeps 0.1 s between checks for a signal, and does its real work (the
+    Date header) once a second. Those ten wake-ups were 0.13% of a core on an idle service, a
+    quarter of what a live stream costs. Here the loop sleeps a second and a signal wakes it,
+    so a shutdown starts as promptly as before.
+    """
+
+    class QuietServer(uvicorn.Server):
+        _loop: asyncio.AbstractEventLoop | None = None
+        _wake: asyncio.Event | None = None
+
+        async def main_loop(self) -> None:
+            self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+            counter = 0
+            should_exit = await self.on_tick(counter)
+            while not should_exit:
+                counter += 10  # on_tick does its once-a-second work at multiples of 10
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                should_exit = await self.on_tick(counter)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if self._loop is not None and self._wake is not None:
+                # A signal handler: hand the wake-up to the loop, as another thread would.
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    return QuietServer
 
 
 def _port_free(host: str, port: int, setting: str) -> None:

@@ -204,8 +204,9 @@ class EmbeddedStore:
                     log.warning("embedded store restarted (pid %s)", proc.pid)
                 backoff = 1.0
                 started = time.monotonic()
-                while proc.poll() is None and not self._stopping.wait(0.2):
-                    pass
+                # Blocks until weed exits: `stop` ends it (it sees the process, or `_launch`
+                # sees the stop), so nothing needs polling here (an idle service's wake-ups).
+                proc.wait()
                 self._serving.clear()
                 if self._stopping.is_set():
                     return

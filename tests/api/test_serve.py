@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
 import httpx
 import pytest
 
 from storage import EmbeddedStore, ObjectStore, StoreConfig
 from tests.conftest import seaweedfs_config
-from tests.utils.net import wait_until
-from tests.utils.proc import alive
+from tests.utils.net import free_port, wait_until
+from tests.utils.proc import alive, wakeups_per_s
 from tests.utils.service import AFTERLIVE, Service, health, service_env
 
 
@@ -43,6 +44,8 @@ def test_serve_on_a_fresh_data_dir_starts_store_and_api_then_stops_cleanly(serve
     assert alive(weed)
     assert (data_dir / "fresh" / "afterlive.db").exists()
     assert (data_dir / "fresh" / "store" / "data").is_dir()
+    # Idle, it sleeps: no polling loop wakes it ten times a second (it was 15 wake-ups a second).
+    assert wakeups_per_s(service.proc.pid, 3.0) <= 3
 
     assert service.stop() == 0
     assert not alive(weed)
@@ -170,3 +173,37 @@ def test_store_command_runs_only_the_store_and_prints_how_to_reach_it(data_dir):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     assert not alive(weed)
+
+
+def test_the_api_server_sleeps_a_second_at_a_time_but_a_signal_wakes_it_at_once():
+    import asyncio
+
+    import uvicorn
+
+    from api.cli import _quiet_server
+
+    async def app(scope, receive, send):  # never called: no request is made
+        raise AssertionError(scope)
+
+    server = _quiet_server(uvicorn)(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), lifespan="off")
+    )
+    # uvicorn raises the signal again once it has stopped: that must not end pytest.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+
+    async def stop_in_its_sleep() -> float:
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.3)  # 0.3 s into its second one-second sleep
+        sent = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await serving
+        return time.monotonic() - sent
+
+    try:
+        took = asyncio.run(stop_in_its_sleep())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert server.should_exit
+    assert took < 0.35  # asleep until the next second, it would have taken ~0.7 s
