@@ -65,8 +65,12 @@ class ChunkParser:
 
     def feed(self, data: bytes) -> list[Message]:
         """Parse as much as `data` completes; keep the rest for the next call."""
-        self._data += data
-        buf = self._data
+        held = self._data
+        if held:
+            held += data
+            buf: bytes | bytearray = held
+        else:
+            buf = data  # nothing held over: parse the read itself, no copy
         view = memoryview(buf)
         pos = 0
         out: list[Message] = []
@@ -76,10 +80,12 @@ class ChunkParser:
                 if consumed == 0:
                     break
                 pos += consumed
+            if buf is not held and pos < len(buf):
+                held += view[pos:]
         finally:
             view.release()
-        if pos:
-            del buf[:pos]
+        if buf is held and pos:
+            del held[:pos]
         return out
 
     def _chunk(self, view: memoryview, pos: int, out: list[Message]) -> int:
@@ -139,6 +145,15 @@ class ChunkParser:
         take = min(length - have, self.chunk_size)
         if p + take > end:
             return 0
+        whole = None  # the message's payload, when all of it is here
+        if starting:
+            if take == length:
+                whole = bytes(view[p : p + take])
+                p += take
+            else:
+                whole, after = self._whole(view, pos, p, length, extended)
+                if whole is not None:
+                    p = after
 
         # Commit.
         if fmt <= 2 and st.buf:
@@ -156,14 +171,45 @@ class ChunkParser:
             else:
                 st.timestamp = (st.timestamp + st.delta) & 0xFFFFFFFF
         st.length, st.type_id, st.stream_id, st.extended = length, type_id, stream_id, extended
-        st.buf += view[p : p + take]
-        p += take
-        if len(st.buf) == st.length:
-            message = Message(type_id, stream_id, st.timestamp, bytes(st.buf), csid)
+        if whole is None:
+            st.buf += view[p : p + take]
+            p += take
+            if len(st.buf) < length:
+                return p - pos
+            whole = bytes(st.buf)
             st.buf = bytearray()
+        message = Message(type_id, stream_id, st.timestamp, whole, csid)
+        if type_id <= ABORT:
             self._control(message)
-            out.append(message)
+        out.append(message)
         return p - pos
+
+    def _whole(
+        self, view: memoryview, pos: int, p: int, length: int, extended: bool
+    ) -> tuple[bytes | None, int]:
+        """A message of several chunks at once: when its continuation chunks (type 3, same
+        chunk stream) follow one another and all have arrived, its payload and the position
+        after it; otherwise None, and the chunks are taken one by one."""
+        basic = view[pos] & 0x3F
+        size = 1 if basic > 1 else basic + 2  # the basic header's bytes (csid 0 and 1: more)
+        again = bytes([0xC0 | basic]) + bytes(view[pos + 1 : pos + size])
+        skip = size + (4 if extended else 0)
+        end = len(view)
+        chunk = self.chunk_size
+        parts = [view[p : p + chunk]]
+        p += chunk
+        left = length - chunk
+        while left > 0:
+            if p + skip > end or view[p : p + size] != again:
+                return None, 0
+            p += skip
+            take = chunk if left > chunk else left
+            if p + take > end:
+                return None, 0
+            parts.append(view[p : p + take])
+            p += take
+            left -= take
+        return b"".join(parts), p
 
     def _control(self, message: Message) -> None:
         """Protocol control messages change how the following bytes parse: apply them here."""

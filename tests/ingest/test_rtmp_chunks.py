@@ -60,6 +60,65 @@ def test_any_split_parses_to_the_same_messages(msgs, chunk_size, cuts) -> None:
     assert parser.buffered == 0
 
 
+def _chunks(message: Message, chunk_size: int) -> list[bytes]:
+    """A message's chunks as `encode_message` sends them: one type-0, then type-3 ones."""
+    wire = encode_message(message, chunk_size)
+    header = 12 + (4 if message.timestamp >= 0xFFFFFF else 0)
+    again = 1 + (4 if message.timestamp >= 0xFFFFFF else 0)
+    out = [wire[: header + min(chunk_size, len(message.payload))]]
+    pos = len(out[0])
+    while pos < len(wire):
+        out.append(wire[pos : pos + again + chunk_size])
+        pos += len(out[-1])
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lanes=st.lists(
+        st.lists(
+            st.builds(
+                Message,
+                type_id=st.sampled_from([8, 9]),
+                stream_id=st.just(1),
+                timestamp=st.integers(0, 2**32 - 1),
+                payload=st.binary(min_size=1, max_size=700),
+            ),
+            max_size=4,
+        ),
+        min_size=2,
+        max_size=3,
+    ),
+    chunk_size=st.sampled_from([7, 128]),
+    order=st.randoms(use_true_random=False),
+    cuts=st.lists(st.integers(0, 10**6)),
+)
+def test_interleaved_chunk_streams_parse_to_each_streams_messages(
+    lanes, chunk_size, order, cuts
+) -> None:
+    """Chunks of messages on different chunk streams, interleaved (a message's continuation
+    chunks do not follow one another), any split: each stream's messages, in order."""
+    queues = [
+        [c for m in msgs for c in _chunks(_on(m, 4 + i), chunk_size)]
+        for i, msgs in enumerate(lanes)
+    ]
+    wire = encode_message(Message(SET_CHUNK_SIZE, 0, 0, struct.pack(">I", chunk_size), 2), 128)
+    while any(queues):
+        queue = order.choice([q for q in queues if q])
+        wire += queue.pop(0)
+    parser = ChunkParser()
+    parsed = feed_in_pieces(parser, wire, cuts)[1:]
+    for i, msgs in enumerate(lanes):
+        assert [(m.type_id, m.timestamp, m.payload) for m in parsed if m.csid == 4 + i] == [
+            (m.type_id, m.timestamp, m.payload) for m in msgs
+        ]
+    assert parser.buffered == 0
+
+
+def _on(message: Message, csid: int) -> Message:
+    return Message(message.type_id, message.stream_id, message.timestamp, message.payload, csid)
+
+
 def test_compressed_headers_carry_timestamp_deltas() -> None:
     # fmt0 at t=1000, then fmt1 (+40, new length), fmt2 (+40), fmt3 (+40 again): as OBS sends.
     body = b"\x17\x01\x00\x00\x00" + b"x" * 10
