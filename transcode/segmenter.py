@@ -94,7 +94,11 @@ class _Output:
         self.sequence = sequence
         self.path = self.directory / f"{self.name}-{sequence:06d}.ts"
         self.container = av.open(str(self.path), "w", format="mpegts", options=TS_OPTIONS)
-        self.streams = {s.index: self.container.add_stream_from_template(s) for s in self.inputs}
+        # Opaque: the template's own codec, not an encoder looked up by name (a walk over every
+        # codec, and a codec context set up for encoding, per segment); a copy needs neither.
+        self.streams = {
+            s.index: self.container.add_stream_from_template(s, opaque=True) for s in self.inputs
+        }
         self.start = None
 
     def write(self, packet: av.Packet, index: int, t: float, end: float) -> None:
