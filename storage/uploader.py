@@ -43,7 +43,12 @@ class Upload:
     def size(self) -> int:
         if self.data is not None:
             return len(self.data)
-        return self.path.stat().st_size if self.path and self.path.exists() else 0
+        if self.path is None:
+            return 0
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
 
 @dataclass
@@ -192,7 +197,7 @@ class Uploader:
                     return  # stopping: the spool keeps the file for the next start
                 backoff = min(backoff * 2, self.max_backoff_s)
         self.stats.uploaded += 1
-        self.stats.uploaded_bytes += upload.size
+        self.stats.uploaded_bytes += upload.nbytes
         latency = time.monotonic() - upload.queued_at
         self.stats.latency_s.append(latency)
         self.stats.latency_sum_s += latency
