@@ -145,6 +145,7 @@ def _quiet_server(uvicorn):
                 counter += 10  # on_tick does its once-a-second work at multiples of 10
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
+                self._wake.clear()
                 should_exit = await self.on_tick(counter)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
