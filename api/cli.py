@@ -104,7 +104,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _run_uvicorn(settings: Settings, app) -> int:
     import uvicorn
 
-    server = _quiet_server(uvicorn)(
+    server = _quiet_server()(
         uvicorn.Config(
             app,
             host=settings.api_host,
@@ -124,7 +124,7 @@ def _run_uvicorn(settings: Settings, app) -> int:
     return 0 if server.started else 1
 
 
-def _quiet_server(uvicorn):
+def _quiet_server() -> type:
     """uvicorn's Server, waking once a second instead of ten times when nothing happens.
 
     uvicorn's main loop sleeps 0.1 s between checks for a signal, and does its real work (the
@@ -132,6 +132,7 @@ def _quiet_server(uvicorn):
     quarter of what a live stream costs. Here the loop sleeps a second and a signal wakes it,
     so a shutdown starts as promptly as before.
     """
+    import uvicorn
 
     class QuietServer(uvicorn.Server):
         _loop: asyncio.AbstractEventLoop | None = None

@@ -185,7 +185,7 @@ def test_the_api_server_sleeps_a_second_at_a_time_but_a_signal_wakes_it_at_once(
     async def app(scope, receive, send):  # never called: no request is made
         raise AssertionError(scope)
 
-    server = _quiet_server(uvicorn)(
+    server = _quiet_server()(
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), lifespan="off")
     )
     # uvicorn raises the signal again once it has stopped: that must not end pytest.
