@@ -957,7 +957,8 @@ class Level:
 class Backlog:
     """Where data waits inside afterlive, sampled once a second from outside:
     - `recv_q`: bytes received by the kernel on the RTMP port but not yet read by the event loop;
-    - `spool`: closed segments in the spool not yet stored and indexed (their JSON sidecars);
+    - `spool`: segment files in the spool (closed ones not yet stored and indexed, and the ones
+      being written);
     - `handshake`: how long a new RTMP connection waits for S0+S1+S2 after sending C0+C1 (the
       event loop's responsiveness, as the next publisher sees it; probed every 2 s).
     A segment late while none of these grows was waiting in a segmenter (its byte channel)."""
@@ -982,7 +983,7 @@ class Backlog:
                 if int(fields[1].rsplit(":", 1)[1], 16) == self.port and fields[3] == "01":
                     total += int(fields[4].split(":")[1], 16)
         self.recv_q.append(total)
-        self.pending.append(sum(1 for _ in self.spool.glob("*/*.json")))
+        self.pending.append(sum(1 for _ in self.spool.glob("*/*.ts")))
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
@@ -1019,8 +1020,8 @@ class Backlog:
             return ""
         text = (
             f"RTMP socket backlog max {max(self.recv_q) / 1e6:.1f} MB (mean "
-            f"{statistics.mean(self.recv_q) / 1e6:.2f}); segments waiting for upload max "
-            f"{max(self.pending)} (mean {statistics.mean(self.pending):.0f})"
+            f"{statistics.mean(self.recv_q) / 1e6:.2f}); segment files in the spool (open ones "
+            f"too) max {max(self.pending)} (mean {statistics.mean(self.pending):.0f})"
         )
         if self.handshake_s:
             text += (

@@ -9,16 +9,16 @@ back within the reconnect grace and continue the same recording after an EXT-X-D
 after the grace, or on a clean unpublish, the recording ends: playlists get EXT-X-ENDLIST and the
 catalog gets `ended_at`, which starts its retention clock.
 
-Durability: every closed segment is a file in the spool with a JSON sidecar until it is stored
-and indexed. The catalog, not memory, is the truth for playlists, so `recover()` at start
-uploads what the spool holds and finalises recordings whose process died while they were live.
+Durability: every closed segment is a file in the spool, and a line in its recording's spool
+journal (`storage.spool`), until it is stored and indexed. The catalog, not memory, is the truth
+for playlists, so `recover()` at start uploads what the spool holds and finalises recordings
+whose process died while they were live.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -44,6 +44,7 @@ from storage import keys as K
 from storage.catalog import utcnow
 from storage.indexer import SegmentIndexer
 from storage.models import Recording, Room
+from storage.spool import SpoolJournal, pending, remove_if_done
 from storage.uploader import Upload, Uploader
 from transcode import flv
 from transcode.errors import TranscodeError
@@ -90,6 +91,7 @@ class RecordingState:
 
     recording: Recording
     room: Room
+    journal: SpoolJournal
     sequences: dict[str, int] = field(default_factory=dict)  # next sequence per rendition
     renditions: dict[str, _Rendition] = field(default_factory=dict)
     publisher: PublishSession | None = None
@@ -177,7 +179,9 @@ class Recorder:
                 log.warning("room %s: new live from %s refused: %s", room.id, peer, busy)
                 raise NodeBusy(busy)
             recording = await asyncio.to_thread(self.catalog.start_recording, room.id)
-            state = self._live[room.id] = RecordingState(recording=recording, room=room)
+            journal = SpoolJournal(self.config.spool_dir / recording.id)
+            state = RecordingState(recording=recording, room=room, journal=journal)
+            self._live[room.id] = state
             log.info("room %s: recording %s started (publisher %s)", room.id, recording.id, peer)
         session = PublishSession(self, state, input_format=input_format, peer=peer)
         state.publisher = session
@@ -237,6 +241,19 @@ class Recorder:
             await self._finish(state, reason)
         finally:
             state.finished.set()
+            # Its spool directory goes once its uploads are done: now, or when a slow store
+            # has taken them.
+            await asyncio.to_thread(
+                self.uploader.when_idle, state.id, lambda: self._forget_spool(state)
+            )
+
+    def _forget_spool(self, state: RecordingState) -> None:
+        state.journal.close()
+        if not remove_if_done(state.journal.directory):
+            log.warning(
+                "recording %s ended with segments left in the spool; the next start uploads them",
+                state.id,
+            )
 
     async def _finish(self, state: RecordingState, reason: str) -> None:
         ended_at = self.now()
@@ -371,24 +388,20 @@ class Recorder:
             # Saved with the segment's index row, in one group commit (upload thread): catalog
             # writes stay off the segmenting threads, which serve many rooms each.
             fields["renditions"] = [_rendition_row(state.id, v) for v in master[1]]
-        sidecar = seg.path.with_suffix(".json")
-        sidecar.write_text(json.dumps(fields | {"start_at": start_at.isoformat()}))
+        state.journal.append(fields | {"start_at": start_at.isoformat()}, seg.path)
         lane = state.id
-        self.uploader.put(
-            lane, Upload(key=key, path=seg.path, then=lambda: self._index(fields, sidecar))
-        )
+        self.uploader.put(lane, Upload(key=key, path=seg.path, then=lambda: self._index(fields)))
         self.uploader.put(
             lane, Upload(key=K.media_playlist(state.id, seg.rendition), data=playlist_text.encode())
         )
         if master is not None:
             self.uploader.put(lane, master[0])
 
-    def _index(self, fields: dict[str, Any], sidecar: Path) -> None:
-        """After a segment is stored (upload thread): index it (and the renditions it brings),
-        then forget its sidecar.
+    def _index(self, fields: dict[str, Any]) -> None:
+        """After a segment is stored (upload thread): index it (and the renditions it brings).
 
         Indexed already means the process died between the two: the replay is idempotent. A
-        catalog that fails raises, and the sidecar stays for the next start to replay.
+        catalog that fails raises, and the segment stays in the spool for the next start.
         """
         error = self.indexer.add(fields)
         if isinstance(error, KeyError):
@@ -399,7 +412,6 @@ class Recorder:
             )
         elif error is not None and not isinstance(error, IntegrityError):
             raise error
-        sidecar.unlink(missing_ok=True)
 
     def _master_if_changed(self, state: RecordingState) -> tuple[Upload, list[Variant]] | None:
         """A new master playlist when a rendition appears or its peak grows past the announced,
@@ -450,31 +462,28 @@ class Recorder:
         Blocking: run before the servers accept publishers. Returns how many were finalised.
         """
         spool = self.config.spool_dir
-        for sidecar in sorted(spool.glob("*/*.json")):
-            self._replay(sidecar)
+        directories = sorted(p for p in spool.iterdir() if p.is_dir()) if spool.is_dir() else []
+        for directory in directories:
+            for entry, file in pending(directory):
+                self._replay(entry, file)
         self.uploader.wait_idle()
+        for directory in directories:
+            remove_if_done(directory)
         finalised = 0
         for recording in self.catalog.recordings(status="live", limit=10_000):
             self._finalise_from_catalog(recording)
             finalised += 1
         return finalised
 
-    def _replay(self, sidecar: Path) -> None:
+    def _replay(self, fields: dict[str, Any], file: Path) -> None:
         try:
-            meta = json.loads(sidecar.read_text())
-        except (OSError, ValueError):
-            log.error("spool: unreadable sidecar %s; leaving it", sidecar)
+            fields["start_at"] = datetime.fromisoformat(fields["start_at"])
+            key, lane = fields["key"], fields["recording_id"]
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("spool: %s has no usable index row (%r); left in place", file, exc)
             return
-        segment = sidecar.with_suffix(".ts")
-        if not segment.exists():
-            sidecar.unlink(missing_ok=True)
-            return
-        meta["start_at"] = datetime.fromisoformat(meta["start_at"])
-        log.info("spool: uploading %s left by a previous run", meta["key"])
-        self.uploader.put(
-            meta["recording_id"],
-            Upload(key=meta["key"], path=segment, then=lambda: self._index(meta, sidecar)),
-        )
+        log.info("spool: uploading %s left by a previous run", key)
+        self.uploader.put(lane, Upload(key=key, path=file, then=lambda: self._index(fields)))
 
     def _finalise_from_catalog(self, recording: Recording) -> None:
         ended_at = recording.started_at

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class Upload:
-    """One object to put. Either a spooled file (deleted once stored) or bytes."""
+    """One object to put. Either a spooled file (deleted once stored and `then` has run) or
+    bytes."""
 
     key: str
     path: Path | None = None
@@ -207,6 +208,8 @@ class Uploader:
             try:
                 upload.then()
             except Exception:
-                log.exception("after upload of %s", upload.key)
+                # The spooled file stays, so the next start does it again (e.g. the index).
+                log.exception("after upload of %s; %s stays in the spool", upload.key, upload.path)
+                return
         if upload.path is not None:
             upload.path.unlink(missing_ok=True)

@@ -89,6 +89,8 @@ def test_a_broken_room_is_stopped_and_the_others_on_its_thread_are_recorded(
     finally:
         uploader.close()
     good, bad = [rooms[0], rooms[2]], rooms[1]
+    # Every recording ended with its segments stored and indexed: its spool directory is gone.
+    assert list((tmp_path / "spool").iterdir()) == []
     assert outcome[bad.id].startswith("refused: the media could not be read")
     assert "could not be segmented" in outcome[bad.id]
     for room in good:
@@ -107,16 +109,25 @@ def test_a_broken_room_is_stopped_and_the_others_on_its_thread_are_recorded(
     assert len(kept) >= 1 and sum(s.duration_s for s in kept) <= 4.1
 
 
+@pytest.mark.parametrize(
+    "spooled_as",
+    [
+        "000000.ts",  # a segment of the source or the audio-only rendition
+        "ladder/000000.ts",  # a segment of the optional ladder
+        "000000.ts+sidecar",  # a JSON file beside the segment, as versions before the journal
+    ],
+)
 def test_a_first_segment_left_in_the_spool_brings_its_renditions_on_recovery(
-    tmp_path: Path, store
+    tmp_path: Path, store, spooled_as: str
 ) -> None:
-    """The process died after spooling a live's first segment, before indexing it: the sidecar
-    carries the renditions its master playlist announced, so the restart can close the live's
-    playlists (finalising walks the catalog's renditions)."""
+    """The process died after spooling a live's first segment, before indexing it: its
+    journal line carries the renditions its master playlist announced, so the restart can
+    close the live's playlists (finalising walks the catalog's renditions)."""
     import json
     from datetime import timedelta
 
     from storage import keys as K
+    from storage.spool import SpoolJournal
 
     catalog = Catalog(sqlite_url(tmp_path / "c.db"))
     catalog.create_schema()
@@ -124,7 +135,8 @@ def test_a_first_segment_left_in_the_spool_brings_its_renditions_on_recovery(
     room = catalog.add_room(creator_id=creator.id, title="r", kind="audio")
     recording = catalog.start_recording(room.id)  # live, nothing indexed, no renditions
     spool = tmp_path / "spool"
-    segment = spool / recording.id / "000000.ts"
+    name, _, legacy = spooled_as.partition("+")
+    segment = spool / recording.id / name
     segment.parent.mkdir(parents=True)
     subprocess.run(
         [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
@@ -156,7 +168,12 @@ def test_a_first_segment_left_in_the_spool_brings_its_renditions_on_recovery(
             }
         ],
     }
-    segment.with_suffix(".json").write_text(json.dumps(fields))
+    if legacy:
+        segment.with_suffix(".json").write_text(json.dumps(fields))
+    else:
+        journal = SpoolJournal(spool / recording.id)
+        journal.append(fields, segment)
+        journal.close()
     uploader = Uploader(store)
     recorder = Recorder(catalog=catalog, uploader=uploader, config=RecorderConfig(spool_dir=spool))
     try:
@@ -175,7 +192,7 @@ def test_a_first_segment_left_in_the_spool_brings_its_renditions_on_recovery(
     assert "#EXT-X-ENDLIST" in text and key.rsplit("/", 1)[1] in text
     ended = catalog.recording(recording.id)
     assert ended.ended_at == start + timedelta(seconds=2)
-    assert not list(spool.glob("*/*.json"))  # indexed: the sidecar is gone
+    assert list(spool.iterdir()) == []  # stored and indexed: the recording's spool is gone
 
 
 def test_a_camera_turned_on_mid_live_gets_video_and_an_audio_rendition(

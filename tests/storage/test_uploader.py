@@ -104,3 +104,23 @@ def test_a_failing_lane_does_not_hold_up_another(store, prefix, tmp_path):
         uploader.put("a", Upload(key=f"{prefix}stuck/1.ts", path=spooled))
         uploader.close(drain_timeout_s=0.5)
         assert spooled.exists()
+
+
+def test_a_file_whose_follow_up_failed_stays_in_the_spool(store, prefix, tmp_path, caplog):
+    """Stored but not indexed (the catalog failed): the next start must find the file to do
+    both again."""
+    uploader = Uploader(store)
+    failing, fine = tmp_path / "failing.ts", tmp_path / "fine.ts"
+    for path in (failing, fine):
+        path.write_bytes(b"seg")
+
+    def catalog_down() -> None:
+        raise OSError("database is locked")
+
+    uploader.put("rec", Upload(key=f"{prefix}failing.ts", path=failing, then=catalog_down))
+    uploader.put("rec", Upload(key=f"{prefix}fine.ts", path=fine, then=lambda: None))
+    assert uploader.wait_idle(timeout=30)
+    uploader.close()
+    assert store.get(f"{prefix}failing.ts") == b"seg"
+    assert failing.exists() and not fine.exists()
+    assert "failing.ts stays in the spool" in caplog.text
