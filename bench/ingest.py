@@ -16,7 +16,9 @@ alone) and published with `-c copy`-like cost by bench/rtmp_load.py, a paced asy
    close: publish t0 + media end. Visibility = first seen - that instant.
 2. CPU per live stream: N video streams into afterlive (the `afterlive serve` process and its
    `weed` child, utime+stime from /proc) and, at the same time, N into nginx with the RTMP
-   module writing HLS to local disk (master + worker), each from its own publisher; one window.
+   module writing HLS to local disk (master + worker), and N into a second nginx as
+   ../shared/FACTS.md runs the peer (HLS and `record all`: each stream also written as FLV),
+   each from its own publisher; one window.
 3. Concurrent rooms: ramps of audio rooms and of video rooms, each level for `--seconds`; the
    highest level where >= 99% of the segments of a sample of rooms were visible within 1 s, every
    publish ran to the end and every room's final playlist is complete. Alongside: CPU of serve,
@@ -831,15 +833,32 @@ def cpu_per_stream(args, service: Afterlive, nginx, video: Path, procs: Processe
     """Both servers get `n` streams at once and are measured over the same window: the
     machine's state (clock speed, caches, other load) is the same for both, which windows one
     after the other did not give (nginx's figure moved between 0.27% and 0.48% from run to
-    run). Each has its own publisher process."""
+    run). Each has its own publisher process.
+
+    Two nginx peers: HLS only (the same output as afterlive's: the strict one), and HLS with
+    `record all` as ../shared/FACTS.md runs it (it also writes each stream to an FLV file)."""
+    flv_peer = None
+    if nginx is not None:
+        flv_peer = nginx_rtmp.NginxRtmp(tmp / "nginx-flv", free_port(), record=True)
+        flv_peer.start()
+    peers = {"nginx": nginx, "nginx+flv": flv_peer}
+    try:
+        _cpu_per_stream(args, service, peers, video, procs, tmp, report)
+    finally:
+        if flv_peer is not None:
+            flv_peer.stop()
+
+
+def _cpu_per_stream(args, service: Afterlive, peers, video: Path, procs: Processes, tmp, report):
     n, seconds = args.cpu_streams, args.cpu_seconds
     stagger, settle = 1.0, 4.0
     rooms = service.create_rooms("video", n, "cpu")
     targets = {"afterlive": [f"{service.rtmp}/{r['stream_key']}" for r in rooms]}
     servers = {"afterlive": [service.serve_pid] + ([service.weed_pid] if service.weed_pid else [])}
-    if nginx is not None:
-        targets["nginx"] = [f"{nginx.url}/cpu-{i}" for i in range(n)]
-        servers["nginx"] = nginx.pids()
+    for side, peer in peers.items():
+        if peer is not None:
+            targets[side] = [f"{peer.url}/cpu-{i}" for i in range(n)]
+            servers[side] = peer.pids()
     idle = CpuWindow(servers)
     idle.begin()
     time.sleep(args.idle_seconds)
@@ -891,12 +910,32 @@ def cpu_per_stream(args, service: Afterlive, nginx, video: Path, procs: Processe
     )
     publishers = ", ".join(f"{side}'s {window.percent(f'{side} publisher'):.1f}%" for side in loads)
     report.notes.append(
-        f"CPU, both servers loaded at once over the same {seconds:g} s window: serve "
+        f"CPU, all servers loaded at once over the same {seconds:g} s window: serve "
         f"{window.percent('serve'):.1f}%, weed {window.percent('weed'):.1f}% of a core in all; "
         f"idle before the load: {idle_text} (afterlive = serve + weed). The publishers used "
         f"{publishers}; other processes on the machine {window.percent('others'):.0f}%."
     )
-    if nginx is not None:
+    rows = [row, own]
+    if "nginx+flv" in servers:
+        flv = per_stream("nginx+flv")
+        rows.append(
+            Row(
+                figure="same, afterlive's own process, against nginx-rtmp as FACTS.md runs it "
+                "(`hls on; record all`: it also writes each stream to an FLV file)",
+                afterlive=f"{serve:.2f}%",
+                peer=f"{flv:.2f}% (nginx-rtmp, hls + record all)",
+                ratio=f"{serve / flv:.2f}x" if flv > 0 else "-",
+                goal="<= 1.5x nginx",
+                met="yes" if flv > 0 and serve / flv <= 1.5 else "no",
+            )
+        )
+        report.notes.append(
+            f"With the embedded store counted, against nginx-rtmp with `record all`: "
+            f"{al / flv:.2f}x."
+            if flv > 0
+            else "nginx+flv used no measurable CPU."
+        )
+    if "nginx" in servers:
         ng = per_stream("nginx")
         row.peer = own.peer = f"{ng:.2f}% (nginx-rtmp, hls on)"
         row.ratio = f"{al / ng:.2f}x" if ng > 0 else "-"
@@ -914,7 +953,7 @@ def cpu_per_stream(args, service: Afterlive, nginx, video: Path, procs: Processe
             if busy_ng > 0
             else "nginx used no measurable CPU when idle-subtracted."
         )
-    report.rows += [row, own]
+    report.rows += rows
 
 
 def wait_recordings_ended(

@@ -4,6 +4,8 @@ Debian packages `nginx-light` (or any nginx) and `libnginx-mod-rtmp`; they do no
 by themselves here. `NginxRtmp(directory, port).start()` writes a config that records every
 publish on `rtmp://127.0.0.1:PORT/live/<key>` to HLS in `directory/hls` (2 s fragments, cut on
 keyframes, like afterlive), runs `nginx -g 'daemon off;'` with one worker, and `stop()` stops it.
+`record=True` also records each publish as FLV in `directory/flv` (`record all`, as
+../shared/FACTS.md runs the peer: `hls on; hls_fragment 2s; record all;`).
 
     python bench/nginx_rtmp.py [--port 1935] [--dir DIR]   # run it by hand until Ctrl+C
 """
@@ -37,7 +39,7 @@ rtmp {{
         chunk_size 4096;
         application live {{
             live on;
-            record off;
+            {record}
             hls on;
             hls_path {hls};
             hls_fragment {fragment};
@@ -81,11 +83,14 @@ def install(log=print) -> bool:
 
 
 class NginxRtmp:
-    def __init__(self, directory: Path, port: int, *, fragment_s: float = 2.0) -> None:
+    def __init__(
+        self, directory: Path, port: int, *, fragment_s: float = 2.0, record: bool = False
+    ) -> None:
         self.directory = Path(directory)
         self.port = port
         self.fragment_s = fragment_s
         self.hls = self.directory / "hls"
+        self.flv = self.directory / "flv" if record else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -98,6 +103,10 @@ class NginxRtmp:
             raise RuntimeError(f"nginx RTMP peer unavailable: {available()}")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.hls.mkdir(exist_ok=True)
+        record = "record off;"
+        if self.flv is not None:
+            self.flv.mkdir(exist_ok=True)
+            record = f"record all; record_path {self.flv}; record_unique on;"
         conf = self.directory / "nginx.conf"
         conf.write_text(
             CONFIG.format(
@@ -108,6 +117,7 @@ class NginxRtmp:
                 port=self.port,
                 hls=self.hls,
                 fragment=f"{self.fragment_s:g}s",
+                record=record,
             )
         )
         self.proc = subprocess.Popen(
