@@ -75,6 +75,7 @@ class Runtime:
         self.clips.close()
         self.programmes.close()
         self.uploader.close()
+        self.recorder.indexer.flush(timeout_s=10)  # what the last uploads stored
         self.catalog.dispose()
         if self.embedded is not None:
             self.embedded.stop()

@@ -75,6 +75,8 @@ class RecorderConfig:
     max_upload_lag_s: float = 10.0
     # Threads that segment every RTMP publish (HTTP pushes have a thread each).
     segmenter_threads: int = 4
+    # How long the segment index gathers rows before one commit (storage.indexer).
+    index_interval_s: float = 1.0
 
 
 @dataclass(kw_only=True)
@@ -128,7 +130,7 @@ class Recorder:
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.catalog = catalog
-        self.indexer = SegmentIndexer(catalog)
+        self.indexer = SegmentIndexer(catalog, interval_s=config.index_interval_s)
         self.uploader = uploader
         self.config = config
         self.now = now
@@ -248,6 +250,7 @@ class Recorder:
             )
 
     def _forget_spool(self, state: RecordingState) -> None:
+        self.indexer.flush()  # the last segments' files leave the spool once indexed
         state.journal.close()
         if not remove_if_done(state.journal.directory):
             log.warning(
@@ -278,9 +281,12 @@ class Recorder:
                 state.room.id,
                 state.id,
             )
-        await asyncio.to_thread(
-            self.catalog.end_recording, state.id, retention=self.config.retention, ended_at=ended_at
-        )
+
+        def end() -> None:
+            self.indexer.flush()  # its segments' rows are in before it is called ended
+            self.catalog.end_recording(state.id, retention=self.config.retention, ended_at=ended_at)
+
+        await asyncio.to_thread(end)
         log.info(
             "room %s: recording %s ended (%s), %d segments",
             state.room.id,
@@ -390,28 +396,22 @@ class Recorder:
             fields["renditions"] = [_rendition_row(state.id, v) for v in master[1]]
         state.journal.append(fields | {"start_at": start_at.isoformat()}, seg.path)
         lane = state.id
-        self.uploader.put(lane, Upload(key=key, path=seg.path, then=lambda: self._index(fields)))
+        self.uploader.put(lane, self._segment_upload(fields, seg.path))
         self.uploader.put(
             lane, Upload(key=K.media_playlist(state.id, seg.rendition), data=playlist_text.encode())
         )
         if master is not None:
             self.uploader.put(lane, master[0])
 
-    def _index(self, fields: dict[str, Any]) -> None:
-        """After a segment is stored (upload thread): index it (and the renditions it brings).
-
-        Indexed already means the process died between the two: the replay is idempotent. A
-        catalog that fails raises, and the segment stays in the spool for the next start.
-        """
-        error = self.indexer.add(fields)
-        if isinstance(error, KeyError):
-            log.warning(
-                "segment %s stored, but recording %s is gone from the catalog; not indexed",
-                fields["key"],
-                fields["recording_id"],
-            )
-        elif error is not None and not isinstance(error, IntegrityError):
-            raise error
+    def _segment_upload(self, fields: dict[str, Any], path: Path) -> Upload:
+        """A spooled segment's upload: once stored, it is indexed (with the renditions it
+        brings), and only then does its file leave the spool."""
+        return Upload(
+            key=fields["key"],
+            path=path,
+            keep_file=True,
+            then=lambda: self.indexer.add(fields, lambda error: _indexed(fields, path, error)),
+        )
 
     def _master_if_changed(self, state: RecordingState) -> tuple[Upload, list[Variant]] | None:
         """A new master playlist when a rendition appears or its peak grows past the announced,
@@ -467,6 +467,7 @@ class Recorder:
             for entry, file in pending(directory):
                 self._replay(entry, file)
         self.uploader.wait_idle()
+        self.indexer.flush()
         for directory in directories:
             remove_if_done(directory)
         finalised = 0
@@ -483,7 +484,7 @@ class Recorder:
             log.error("spool: %s has no usable index row (%r); left in place", file, exc)
             return
         log.info("spool: uploading %s left by a previous run", key)
-        self.uploader.put(lane, Upload(key=key, path=file, then=lambda: self._index(fields)))
+        self.uploader.put(lane, self._segment_upload(fields, file))
 
     def _finalise_from_catalog(self, recording: Recording) -> None:
         ended_at = recording.started_at
@@ -516,6 +517,28 @@ class Recorder:
             recording.id,
             ended_at.isoformat(),
         )
+
+
+def _indexed(fields: dict[str, Any], path: Path, error: BaseException | None) -> None:
+    """A stored segment's index row is committed, or refused (the indexer's thread): its spool
+    file goes, unless the catalog failed (the next start indexes it again).
+
+    Indexed already means the process died between the two: the replay is idempotent."""
+    if isinstance(error, KeyError):
+        log.warning(
+            "segment %s stored, but recording %s is gone from the catalog; not indexed",
+            fields["key"],
+            fields["recording_id"],
+        )
+    elif error is not None and not isinstance(error, IntegrityError):
+        log.error(
+            "segment %s stored, but not indexed (%s); %s stays in the spool for the next start",
+            fields["key"],
+            error,
+            path,
+        )
+        return
+    path.unlink(missing_ok=True)
 
 
 def _notify(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:

@@ -29,14 +29,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class Upload:
-    """One object to put. Either a spooled file (deleted once stored and `then` has run) or
-    bytes."""
+    """One object to put. Either a spooled file (deleted once stored and `then` has run,
+    unless `keep_file`) or bytes."""
 
     key: str
     path: Path | None = None
     data: bytes | None = None
     # Called in the upload thread after the object is stored (e.g. to index a segment).
     then: Callable[[], None] | None = None
+    # The spooled file stays after the upload: `then` takes it over (deletes it when done).
+    keep_file: bool = False
     queued_at: float = field(default_factory=time.monotonic)
     nbytes: int = 0  # set when queued
 
@@ -211,5 +213,5 @@ class Uploader:
                 # The spooled file stays, so the next start does it again (e.g. the index).
                 log.exception("after upload of %s; %s stays in the spool", upload.key, upload.path)
                 return
-        if upload.path is not None:
+        if upload.path is not None and not upload.keep_file:
             upload.path.unlink(missing_ok=True)

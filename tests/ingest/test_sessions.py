@@ -195,6 +195,67 @@ def test_a_first_segment_left_in_the_spool_brings_its_renditions_on_recovery(
     assert list(spool.iterdir()) == []  # stored and indexed: the recording's spool is gone
 
 
+def test_segments_stored_but_not_yet_indexed_stay_in_the_spool_for_the_next_start(
+    tmp_path: Path, store, tags
+) -> None:
+    """The process dies while stored segments wait for the index's next commit: their spool
+    files and journal lines are still there, and the next start indexes them and closes the
+    live's playlists."""
+    from storage import keys as K
+    from transcode.playlists import parse_media_playlist
+
+    catalog = Catalog(sqlite_url(tmp_path / "c.db"))
+    catalog.create_schema()
+    creator, _ = catalog.add_creator("c")
+    room = catalog.add_room(creator_id=creator.id, title="r", kind="video")
+    spool = tmp_path / "spool"
+    uploader = Uploader(store)
+    # An index that would commit in an hour: every stored segment waits for it.
+    config = RecorderConfig(spool_dir=spool, index_interval_s=3600, segmenter_threads=1)
+    recorder = Recorder(catalog=catalog, uploader=uploader, config=config)
+
+    async def publish_without_ending() -> str:
+        session = await recorder.open_publish("live", room.stream_key, "peer")
+        for type_id, ts, body in tags:
+            if not session.on_media(type_id, ts, body):
+                await session.room()
+        state = recorder.state_of(room.id)
+        assert state is not None
+        # SECONDS of media at 2 s: all but the segment still open get closed and stored.
+        for _ in range(200):
+            if state.next_sequence >= SECONDS // 2 - 1 and uploader.pending() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(uploader.wait_idle, None, 30)
+        return state.id
+
+    recording_id = asyncio.run(publish_without_ending())
+    stored = store.list(f"recordings/{recording_id}/source/")
+    assert len([o for o in stored if o.key.endswith(".ts")]) >= SECONDS // 2 - 1
+    assert catalog.find_segments(recording_id, "source") == []  # nothing committed yet
+    assert len(list((spool / recording_id).glob("*.ts"))) >= 2 * (SECONDS // 2 - 1)
+    uploader.close(drain_timeout_s=1)  # ... and the process is gone (its indexer never wrote)
+    recorder.pool.close()
+
+    restarted_uploader = Uploader(store)
+    restarted = Recorder(
+        catalog=catalog, uploader=restarted_uploader, config=RecorderConfig(spool_dir=spool)
+    )
+    try:
+        assert restarted.recover() == 1
+    finally:
+        restarted_uploader.close()
+    for rendition in ("source", "audio"):
+        segments = catalog.find_segments(recording_id, rendition)
+        assert [s.sequence for s in segments] == list(range(len(segments)))
+        assert len(segments) >= SECONDS // 2 - 1
+        text = store.get(K.media_playlist(recording_id, rendition)).decode()
+        playlist = parse_media_playlist(text)
+        assert playlist.ended and len(playlist.segments) == len(segments)
+    assert catalog.recording(recording_id).ended_at is not None
+    assert list(spool.iterdir()) == []
+
+
 def test_a_camera_turned_on_mid_live_gets_video_and_an_audio_rendition(
     tmp_path: Path, store, tags
 ) -> None:

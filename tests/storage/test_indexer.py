@@ -1,8 +1,10 @@
-"""Group commit of the segment index, from real threads into a real SQLite catalog."""
+"""The segment index, batched on the indexer's thread, from real threads into a real SQLite
+catalog."""
 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -37,28 +39,45 @@ def _catalog(tmp_path) -> tuple[Catalog, list]:
     return catalog, recordings
 
 
-def test_rows_from_many_threads_are_all_indexed_in_fewer_transactions(tmp_path) -> None:
+class Outcomes:
+    """The `done` callbacks' outcomes, by row key, from the indexer's thread."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, BaseException | None] = {}
+        self.lock = threading.Lock()
+
+    def done(self, key: str):
+        def record(error: BaseException | None) -> None:
+            with self.lock:
+                self.by_key[key] = error
+
+        return record
+
+
+def test_rows_from_many_threads_are_all_indexed_in_a_few_transactions(tmp_path) -> None:
     catalog, recordings = _catalog(tmp_path)
-    indexer = SegmentIndexer(catalog)
+    indexer = SegmentIndexer(catalog, interval_s=0.5)
     t0 = recordings[0].started_at
-    errors: list = []
+    outcomes = Outcomes()
     barrier = threading.Barrier(16)
 
     def upload_thread(n: int) -> None:
         barrier.wait()
         for seq in range(n * 25, n * 25 + 25):
             rec = recordings[seq % 4]
-            errors.append(indexer.add(_row(rec.id, seq, t0)))
-            errors.append(indexer.add(_row(rec.id, seq, t0, rendition="audio")))
+            for rendition in ("source", "audio"):
+                row = _row(rec.id, seq, t0, rendition)
+                indexer.add(row, outcomes.done(row["key"]))
 
     threads = [threading.Thread(target=upload_thread, args=(n,)) for n in range(16)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert errors == [None] * 800
+    assert indexer.flush(timeout_s=30)
+    assert len(outcomes.by_key) == 800 and set(outcomes.by_key.values()) == {None}
     assert indexer.stats.rows == 800
-    assert indexer.stats.transactions < 800  # rows that arrived together shared a commit
+    assert indexer.stats.transactions <= 4  # rows that arrived within the interval share one
     for i, rec in enumerate(recordings):
         sequences = [s.sequence for s in catalog.find_segments(rec.id, "source")]
         assert sequences == list(range(i, 400, 4))
@@ -66,6 +85,66 @@ def test_rows_from_many_threads_are_all_indexed_in_fewer_transactions(tmp_path) 
         assert stored.object_count == 200
         assert stored.byte_count == 200_000
         assert stored.media_s == 200.0  # source segments only
+
+
+def test_a_row_waits_for_the_interval_without_holding_its_caller(tmp_path) -> None:
+    catalog, recordings = _catalog(tmp_path)
+    rec = recordings[0]
+    indexer = SegmentIndexer(catalog, interval_s=0.6)
+    committed = threading.Event()
+    added = time.monotonic()
+    indexer.add(_row(rec.id, 0, rec.started_at), lambda error: committed.set())
+    indexer.add(_row(rec.id, 1, rec.started_at), lambda error: None)
+    assert time.monotonic() - added < 0.3  # the upload thread went on at once
+    assert catalog.find_segments(rec.id, "source") == []
+    assert committed.wait(10)
+    assert time.monotonic() - added >= 0.5  # gathered for the interval, then one commit
+    assert len(catalog.find_segments(rec.id, "source")) == 2
+    assert indexer.stats.transactions == 1
+
+
+def test_flush_writes_at_once_and_waits(tmp_path) -> None:
+    catalog, recordings = _catalog(tmp_path)
+    rec = recordings[0]
+    indexer = SegmentIndexer(catalog, interval_s=3600)
+    assert indexer.flush(timeout_s=1)  # nothing handed over: nothing to wait for
+    told: list = []
+    for seq in range(3):
+        indexer.add(_row(rec.id, seq, rec.started_at), told.append)
+    started = time.monotonic()
+    assert indexer.flush(timeout_s=10)
+    assert time.monotonic() - started < 5
+    assert told == [None] * 3  # the callers were told before flush returned
+    assert len(catalog.find_segments(rec.id, "source")) == 3
+
+
+def test_refusals_go_to_their_own_row_and_a_failing_callback_stops_nothing(
+    tmp_path, caplog
+) -> None:
+    catalog, recordings = _catalog(tmp_path)
+    rec = recordings[0]
+    t0 = rec.started_at
+    catalog.add_segment(**_row(rec.id, 0, t0))
+    indexer = SegmentIndexer(catalog, interval_s=3600)
+    outcomes = Outcomes()
+    rows = [_row(rec.id, 0, t0), _row("gone", 1, t0), _row(rec.id, 2, t0)]
+
+    def broken_callback(error: BaseException | None) -> None:
+        raise RuntimeError("a bug in a caller")
+
+    indexer.add(_row(rec.id, 1, t0), broken_callback)
+    for row in rows:
+        indexer.add(row, outcomes.done(row["key"]))
+    assert indexer.flush(timeout_s=10)
+    assert isinstance(outcomes.by_key[rows[0]["key"]], IntegrityError)  # indexed already
+    assert isinstance(outcomes.by_key[rows[1]["key"]], KeyError)  # its recording is gone
+    assert outcomes.by_key[rows[2]["key"]] is None
+    assert [s.sequence for s in catalog.find_segments(rec.id, "source")] == [0, 1, 2]
+    assert "after indexing" in caplog.text
+    # The thread goes on after the failing callback.
+    later = threading.Event()
+    indexer.add(_row(rec.id, 3, t0), lambda error: later.set())
+    assert indexer.flush(timeout_s=10) and later.is_set()
 
 
 def test_a_bad_row_is_refused_alone(tmp_path) -> None:
@@ -105,23 +184,16 @@ def _renditions(rec_id: str, bandwidth: int) -> list[dict]:
     ]
 
 
-def test_renditions_ride_with_their_segment_in_the_group_commit(tmp_path) -> None:
+def test_renditions_ride_with_their_segment_in_the_batch(tmp_path) -> None:
     catalog, recordings = _catalog(tmp_path)
-    indexer = SegmentIndexer(catalog)
+    indexer = SegmentIndexer(catalog, interval_s=0.2)
     t0 = recordings[0].started_at
-    barrier = threading.Barrier(len(recordings))
-    errors: list = []
-
-    def first_segment(rec) -> None:
-        barrier.wait()
-        errors.append(indexer.add(_row(rec.id, 0, t0) | {"renditions": _renditions(rec.id, 1)}))
-
-    threads = [threading.Thread(target=first_segment, args=(rec,)) for rec in recordings]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == [None] * len(recordings)
+    outcomes = Outcomes()
+    for rec in recordings:
+        row = _row(rec.id, 0, t0) | {"renditions": _renditions(rec.id, 1)}
+        indexer.add(row, outcomes.done(row["key"]))
+    assert indexer.flush(timeout_s=10)
+    assert list(outcomes.by_key.values()) == [None] * len(recordings)
     for rec in recordings:
         got = {r.name: r for r in catalog.renditions(rec.id)}
         assert set(got) == {"source", "audio"}
@@ -134,7 +206,9 @@ def test_renditions_ride_with_their_segment_in_the_group_commit(tmp_path) -> Non
 
     # A later master (the peak grew) updates the rows in place, with the segment that brought it.
     rec = recordings[0]
-    assert indexer.add(_row(rec.id, 1, t0) | {"renditions": _renditions(rec.id, 2_900_000)}) is None
+    row = _row(rec.id, 1, t0) | {"renditions": _renditions(rec.id, 2_900_000)}
+    indexer.add(row, outcomes.done(row["key"]))
+    assert indexer.flush(timeout_s=10) and outcomes.by_key[row["key"]] is None
     got = {r.name: r for r in catalog.renditions(rec.id)}
     assert len(got) == 2 and got["source"].bandwidth == 2_900_000
 
