@@ -391,8 +391,8 @@ class Recorder:
             master = self._master_if_changed(state)
 
         if master is not None:
-            # Saved with the segment's index row, in one group commit (upload thread): catalog
-            # writes stay off the segmenting threads, which serve many rooms each.
+            # Saved with the segment's index row, in the indexer's next batch: catalog writes
+            # stay off the segmenting threads, which serve many rooms each.
             fields["renditions"] = [_rendition_row(state.id, v) for v in master[1]]
         state.journal.append(fields | {"start_at": start_at.isoformat()}, seg.path)
         lane = state.id
