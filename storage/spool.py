@@ -61,9 +61,10 @@ class SpoolJournal:
 
 def pending(directory: Path) -> Iterator[tuple[dict[str, Any], Path]]:
     """A recording spool directory's journal lines whose segment file is still there, in the
-    order they were written: (entry, file). A line cut short by a crash is skipped; its
-    segment was still being recorded. Also reads the JSON file per segment that versions
-    before the journal wrote (`<segment>.json` beside `<segment>.ts`)."""
+    order they were written: (entry, file). A line that cannot be read (cut short by a power
+    cut or a full disk) is skipped with a log line: its segment is what that crash loses. Also
+    reads the JSON file per segment that versions before the journal wrote (`<segment>.json`
+    beside `<segment>.ts`)."""
     try:
         with (directory / JOURNAL).open("rb") as journal:
             lines = journal.read().splitlines()
@@ -73,7 +74,7 @@ def pending(directory: Path) -> Iterator[tuple[dict[str, Any], Path]]:
         try:
             entry = json.loads(line)
             file = directory / entry.pop("file")
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # not JSON, not an object
             log.error("spool: %s line %d is unreadable; skipped", directory / JOURNAL, number)
             continue
         if file.exists():
