@@ -53,8 +53,37 @@ class NodeBusy(PublishRefused):
         )
 
 
-class TakenDown(ProtocolError):
+class PublishEnded(IngestError):
+    """This node ends a live publish on its own side (a takedown, a full spool disk): the
+    publisher is told why (`code` in an RTMP onStatus error, `http_status` to an HTTP push),
+    and the recording ends with what it has. Not the publisher's fault: never logged as a
+    protocol error."""
+
+    def __init__(self, message: str, *, code: str, http_status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+
+class TakenDown(PublishEnded):
     """An admin took the recording down while live: the publisher is disconnected."""
 
     def __init__(self) -> None:
-        super().__init__("this live was taken down by an admin; its stream key is revoked")
+        super().__init__(
+            "this live was taken down by an admin; its stream key is revoked",
+            code="NetStream.Publish.Denied",
+            http_status=410,
+        )
+
+
+class SpoolFull(PublishEnded):
+    """The spool disk has too little room left for more media: the live ends with what was
+    kept (everything up to the last whole segment), and new lives are refused meanwhile."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"this ingest node's disk is full ({why}); the recording ends here with what was "
+            "kept. Publish again later or to another node",
+            code="NetStream.Record.DiskQuotaExceeded",
+            http_status=507,
+        )

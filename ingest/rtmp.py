@@ -8,6 +8,12 @@ raises `PublishRefused`, before any media is accepted.
 Publishers this is written against: the ffmpeg binary (`-f flv rtmp://...`), OBS (librtmp
 commands: connect, releaseStream, FCPublish, createStream, publish, FCUnpublish, deleteStream),
 PyAV, and SFU egress that speaks the same.
+
+Anyone who can reach the port is a peer before it is a publisher, so what a peer controls is
+bounded until its `publish` is accepted (`ingest.limits.RtmpLimits`): connections at once, the
+time to handshake and to publish (from the accept, whatever trickles in), the size of each
+message and of what is held for messages not yet complete, how many messages, and how much log
+it causes (`LogBudget`, `shown`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ingest import amf0
-from ingest.errors import IngestError, ProtocolError, PublishRefused
+from ingest.errors import IngestError, ProtocolError, PublishEnded, PublishRefused
+from ingest.limits import LogBudget, RtmpLimits, shown
 from ingest.rtmp_chunks import (
     ACK,
     AGGREGATE,
@@ -63,6 +70,7 @@ READ_AHEAD_S = 1.0
 READ_MARGIN_S = 0.25
 READ_LATE_S = 0.25
 READ_MAX_BYTES = 256 << 10
+READ_SIZE = 1 << 16  # what the connection's task reads at a time
 RATE_WINDOW_MS = 2000
 
 
@@ -97,25 +105,42 @@ class RtmpServer:
         host: str = "127.0.0.1",
         port: int = 1935,
         app: str = "live",
-        handshake_timeout_s: float = 10.0,
         idle_timeout_s: float = 30.0,
+        limits: RtmpLimits | None = None,
     ) -> None:
         self.open_publish = open_publish
         self.host = host
         self.port = port
         self.app = app
-        self.handshake_timeout_s = handshake_timeout_s
         self.idle_timeout_s = idle_timeout_s
+        self.limits = limits or RtmpLimits()
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        # Connections open now, and those of them with no accepted publish (counted from the
+        # accept, before their task starts, so a burst of connects cannot overshoot).
+        self.open = 0
+        self.pending = 0
+        self.refused: dict[str, int] = {"connections": 0, "pending": 0}
+        self.peer_log = LogBudget(log)  # lines any unauthenticated peer can cause
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _RtmpProtocol(self, loop), self.host, self.port
-        )
+        self._server = await loop.create_server(lambda: self._protocol(loop), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("RTMP listening on rtmp://%s:%s/%s/<stream key>", self.host, self.port, self.app)
+
+    def _protocol(self, loop: asyncio.AbstractEventLoop) -> asyncio.Protocol:
+        """A new connection's protocol: ours, or one that closes it at once when the server
+        holds as many connections (or unauthenticated ones) as it takes."""
+        limits = self.limits
+        if self.open >= limits.max_connections:
+            why = "connections", f"{self.open} connections open (max_connections)"
+        elif self.pending >= limits.max_pending:
+            why = "pending", f"{self.pending} connections not yet publishing (max_pending)"
+        else:
+            return _RtmpProtocol(self, loop)
+        self.refused[why[0]] += 1
+        return _Refused(self, why[1])
 
     async def close(self) -> None:
         """Stop listening and end every connection (their sinks get on_close)."""
@@ -144,6 +169,19 @@ class RtmpServer:
             self._connections.discard(task)
 
 
+class _Refused(asyncio.Protocol):
+    """A connection over the server's limits: closed at once, nothing read."""
+
+    def __init__(self, server: RtmpServer, why: str) -> None:
+        self.server = server
+        self.why = why
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.server.peer_log.warning("rtmp %s: connection refused: %s", _peer(peer), self.why)
+        transport.abort()
+
+
 class _RtmpProtocol(asyncio.StreamReaderProtocol):
     """asyncio's stream protocol with a fast path for media.
 
@@ -159,11 +197,22 @@ class _RtmpProtocol(asyncio.StreamReaderProtocol):
         self.on_end: Callable[[], None] | None = None  # told when the fast path met the end
         self.buffered = 0  # bytes given to the StreamReader that the connection has not read
         self.ended = False  # the end (EOF, a reset) is in the StreamReader
+        self.server = server
+        self.pending = True  # counted in server.pending until its publish is accepted
+        server.open += 1
+        server.pending += 1
+        # The reader stops reading from the socket once it holds twice its limit (the
+        # connection's task reads 64 KB at a time): what a peer can park here is that.
         super().__init__(
-            asyncio.StreamReader(limit=1 << 20, loop=loop),
+            asyncio.StreamReader(limit=READ_SIZE, loop=loop),
             lambda reader, writer: server._serve(reader, writer, self),
             loop=loop,
         )
+
+    def published(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.server.pending -= 1
 
     def data_received(self, data: bytes) -> None:
         fast = self.fast
@@ -180,6 +229,8 @@ class _RtmpProtocol(asyncio.StreamReaderProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.published()  # no longer pending either way
+        self.server.open -= 1
         self._ended()
 
     def _ended(self) -> None:
@@ -218,9 +269,14 @@ class RtmpConnection:
         self._media_ms: int | None = None  # the last media message's timestamp
         self._rate = 0.0  # bytes per media second
         self._rate_from = (0, 0)  # bytes received, media ms: where the rate's window began
-        host, port = writer.get_extra_info("peername")[:2]
-        self.peer = f"{host}:{port}"
-        self.parser = ChunkParser()
+        self.peer = _peer(writer.get_extra_info("peername"))
+        limits = server.limits
+        self.parser = ChunkParser(
+            max_message=limits.max_pending_message_bytes,
+            max_partial=limits.max_pending_buffered_bytes,
+        )
+        self._messages = 0  # before publish: how many came
+        self._fc_publish = False  # the publisher asked with FCPublish: answer it with the start
         self.app: str | None = None
         self.key: str | None = None
         self.sink: PublishSink | None = None
@@ -233,62 +289,113 @@ class RtmpConnection:
 
     async def run(self) -> None:
         reason = "connection closed"
+        limits = self.server.limits
+        loop = self._loop
+        # Deadlines run from the accept: bytes trickling in extend neither.
+        publish_by = loop.time() + limits.publish_timeout_s
+        stage = "handshake"
         try:
-            await asyncio.wait_for(self._handshake(), self.server.handshake_timeout_s)
-            loop = self._loop
-            # One deadline pushed forward as reads come (wait_for would make a task per read),
-            # at most once a second: rescheduling a timer per read showed in profiles. The
-            # second is added, so a publisher silent for idle_timeout_s is cut within a second
-            # after, never before.
+            await asyncio.wait_for(self._handshake(), limits.handshake_timeout_s)
+            stage = "publish"
+            # Once publishing, one deadline pushed forward as reads come (wait_for would make
+            # a task per read), at most once a second: rescheduling a timer per read showed in
+            # profiles. The second is added, so a publisher silent for idle_timeout_s is cut
+            # within a second after, never before.
             idle_s = self.server.idle_timeout_s + 1.0
             pushed = -math.inf
-            async with asyncio.timeout(None) as idle:
+            async with asyncio.timeout_at(publish_by) as idle:
                 while True:
                     if not await self._catch_up():
                         reason = "unpublished"
                         return
                     protocol = self._protocol
-                    if self.sink is not None and not protocol.buffered and not protocol.ended:
+                    if self.sink is None:
+                        pass  # the publish deadline stands
+                    elif not protocol.buffered and not protocol.ended:
                         idle.reschedule(None)
                         pushed = -math.inf
                         await self._run_fast(idle_s)
                         continue
-                    now = loop.time()
-                    if now - pushed >= 1.0:
+                    elif (now := loop.time()) - pushed >= 1.0:
                         idle.reschedule(now + idle_s)
                         pushed = now
-                    data = await self.reader.read(1 << 16)
+                    data = await self.reader.read(READ_SIZE)
                     protocol.buffered -= len(data)
                     if not data:
                         reason = "publisher disconnected"
                         break
                     self._received_bytes(len(data))
-                    for message in self.parser.feed(data):
-                        if not await self._dispatch(message):
-                            reason = "unpublished"
-                            return
+                    if not await self._take_read(data):
+                        reason = "unpublished"
+                        return
         except TimeoutError:
-            reason = "timed out" if self.sink else "handshake timed out"
-            log.warning("rtmp %s: %s", self.peer, reason)
+            if self.sink is not None:
+                reason = "timed out"
+                log.warning("rtmp %s (key %s): %s", self.peer, _redact(self.key), reason)
+            else:
+                reason = (
+                    f"no handshake within {limits.handshake_timeout_s:g} s"
+                    if stage == "handshake"
+                    else f"no publish within {limits.publish_timeout_s:g} s of connecting"
+                )
+                self.server.peer_log.warning("rtmp %s: %s; closing", self.peer, reason)
         except asyncio.IncompleteReadError:
             reason = "connection closed during handshake"
-            log.info("rtmp %s: %s", self.peer, reason)
+            self.server.peer_log.info("rtmp %s: %s", self.peer, reason)
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
-            log.warning("rtmp %s (key %s): %s; closing", self.peer, _redact(self.key), exc)
+            self._log_peer_error(reason)
         except PublishRefused as exc:
             reason = f"refused: {exc}"
-        except IngestError as exc:
+        except PublishEnded as exc:
             reason = str(exc)
             log.warning("rtmp %s (key %s): %s; closing", self.peer, _redact(self.key), exc)
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(
+                    self._status(self.publish_stream_id, "error", exc.code, str(exc)), 1.0
+                )
+        except IngestError as exc:
+            reason = str(exc)
+            self._log_peer_error(reason)
         except (ConnectionError, OSError) as exc:
             reason = f"connection error: {exc}"
-            log.info("rtmp %s: %s", self.peer, reason)
+            self.server.peer_log.info("rtmp %s: %s", self.peer, reason)
         except asyncio.CancelledError:
             reason = "server shutting down"
             raise
         finally:
             await self._finish(reason)
+
+    def _log_peer_error(self, reason: str) -> None:
+        """A publisher's broken stream is worth a line each; an unauthenticated peer's, a line
+        within the server's budget."""
+        if self.sink is not None:
+            log.warning("rtmp %s (key %s): %s; closing", self.peer, _redact(self.key), reason)
+        else:
+            self.server.peer_log.warning("rtmp %s: %s; closing", self.peer, reason)
+
+    async def _take_read(self, data: bytes) -> bool:
+        """Parse and handle a read on the task's path; False when the publisher has finished.
+
+        Before publish, parsing stops after each command: an accepted `publish` lifts the
+        limits the bytes after it are parsed under."""
+        parser = self.parser
+        while True:
+            before = self.sink is None
+            messages = parser.feed(data, stop_after_command=before)
+            data = b""
+            if before:
+                self._messages += len(messages)
+                if self._messages > self.server.limits.max_pending_messages:
+                    raise ProtocolError(
+                        f"more than {self.server.limits.max_pending_messages} messages "
+                        "before publish"
+                    )
+            for message in messages:
+                if not await self._dispatch(message):
+                    return False
+            if not parser.stopped:
+                return True
 
     # -- the fast path (publishing) --------------------------------------------------------------
 
@@ -452,7 +559,7 @@ class RtmpConnection:
             payload = message.payload[1:] if type_id == DATA_AMF3 else message.payload
             await self._data(amf0.decode_all(payload))
         elif type_id == AGGREGATE:
-            for sub in _split_aggregate(message):
+            for sub in _split_aggregate(message):  # media and data only: no recursion
                 if not await self._dispatch(sub):
                     return False
         elif type_id == WINDOW_ACK_SIZE and len(message.payload) >= 4:
@@ -476,17 +583,15 @@ class RtmpConnection:
 
     async def _command(self, stream_id: int, values: list[Any]) -> bool:
         if len(values) < 2 or not isinstance(values[0], str):
-            raise ProtocolError(f"malformed command {values[:2]!r}")
+            raise ProtocolError(f"malformed command {shown(values[:2])}")
         name, txn = values[0], values[1] if isinstance(values[1], float) else 0.0
         args = values[3:]
         if name == "connect":
             await self._connect(txn, values[2] if len(values) > 2 else None)
         elif name in ("releaseStream", "FCPublish"):
             await self._result(txn, None, amf0.UNDEFINED)
-            if name == "FCPublish" and args and isinstance(args[0], str):
-                await self._send_command(
-                    "onFCPublish", 0, None, _status("status", "NetStream.Publish.Start", args[0])
-                )
+            # onFCPublish says the publish started: only once the key has been accepted.
+            self._fc_publish = self._fc_publish or name == "FCPublish"
         elif name == "createStream":
             stream = self._next_stream_id
             self._next_stream_id += 1
@@ -512,14 +617,14 @@ class RtmpConnection:
         elif name in ("_checkbw", "getStreamLength"):
             await self._result(txn, None)
         else:
-            log.debug("rtmp %s: ignoring command %s", self.peer, name)
+            log.debug("rtmp %s: ignoring command %s", self.peer, shown(name))
         return True
 
     async def _connect(self, txn: float, props: Any) -> None:
         if self.app is not None:
             raise ProtocolError("second connect on one connection")
         app = props.get("app", "") if isinstance(props, dict) else ""
-        app = str(app).split("?")[0].strip("/")
+        app = app.split("?")[0].strip("/") if isinstance(app, str) else ""
         self.app = app
         if app != self.server.app:
             await self._send_command(
@@ -529,11 +634,12 @@ class RtmpConnection:
                 _status(
                     "error",
                     "NetConnection.Connect.Rejected",
-                    f"Unknown application '{app}': "
+                    f"Unknown application {shown(app)}: "
                     f"publish to rtmp://HOST/{self.server.app}/<stream key>",
                 ),
             )
-            raise PublishRefused(f"unknown application {app!r}")
+            self.server.peer_log.warning("rtmp %s: unknown application %s", self.peer, shown(app))
+            raise PublishRefused(f"unknown application {shown(app)}")
         await self._send(WINDOW_ACK_SIZE, struct.pack(">I", ACK_WINDOW), _CONTROL_CSID)
         await self._send(SET_PEER_BANDWIDTH, struct.pack(">IB", ACK_WINDOW, 2), _CONTROL_CSID)
         await self._send(SET_CHUNK_SIZE, struct.pack(">I", OUT_CHUNK_SIZE), _CONTROL_CSID)
@@ -564,7 +670,9 @@ class RtmpConnection:
         try:
             sink = await self.server.open_publish(self.app, key, self.peer)
         except PublishRefused as exc:
-            log.warning("rtmp %s: publish refused for key %s: %s", self.peer, _redact(key), exc)
+            self.server.peer_log.warning(
+                "rtmp %s: publish refused for key %s: %s", self.peer, _redact(key), exc
+            )
             await self._status(stream_id, "error", exc.code, str(exc))
             raise
         except IngestError as exc:
@@ -573,7 +681,16 @@ class RtmpConnection:
             raise PublishRefused(str(exc)) from exc
         self.sink = sink
         self.publish_stream_id = stream_id
+        # A room's publisher now: the media limits apply, and it no longer counts as pending.
+        limits = self.server.limits
+        self.parser.max_message = limits.max_message_bytes
+        self.parser.max_partial = limits.max_buffered_bytes
+        self._protocol.published()
         await self._send(USER_CONTROL, struct.pack(">HI", _STREAM_BEGIN, stream_id), _CONTROL_CSID)
+        if self._fc_publish:
+            await self._send_command(
+                "onFCPublish", 0, None, _status("status", "NetStream.Publish.Start", name)
+            )
         await self._status(
             stream_id, "status", "NetStream.Publish.Start", f"Publishing {_redact(key)}."
         )
@@ -611,14 +728,22 @@ def _status(level: str, code: str, description: str) -> dict[str, Any]:
     return {"level": level, "code": code, "description": description}
 
 
+_AGGREGATED = (AUDIO, VIDEO, DATA_AMF0)
+
+
 def _split_aggregate(message: Message) -> list[Message]:
-    """An aggregate message holds FLV tags; their timestamps are relative to the first one's."""
+    """An aggregate message holds FLV tags (audio, video, data: an aggregate inside one is not
+    valid RTMP, and would let a small message nest without bound); their timestamps are
+    relative to the first one's."""
     data = message.payload
     out: list[Message] = []
     pos = 0
     base: int | None = None
     while pos + 11 <= len(data):
         type_id = data[pos]
+        if type_id not in _AGGREGATED:
+            what = "an aggregate" if type_id == AGGREGATE else f"a type-{type_id} message"
+            raise ProtocolError(f"{what} inside an aggregate message (only FLV tags may be)")
         size = int.from_bytes(data[pos + 1 : pos + 4], "big")
         ts = int.from_bytes(data[pos + 4 : pos + 7], "big") | (data[pos + 7] << 24)
         end = pos + 11 + size
@@ -636,4 +761,10 @@ def _redact(key: str | None) -> str:
     if not key:
         return "-"
     room, sep, _ = key.partition("-")
-    return f"{room}-…" if sep else f"{key[:4]}…"
+    shown_part = room[:32] if sep else key[:4]  # a peer's key may be anything, any length
+    return repr(shown_part)[1:-1] + ("-…" if sep else "…")
+
+
+def _peer(peername: Any) -> str:
+    host, port = peername[:2] if isinstance(peername, tuple) else ("?", "?")
+    return f"{host}:{port}"

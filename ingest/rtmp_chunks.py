@@ -32,6 +32,7 @@ MAX_CHUNK_SIZE = 1 << 24  # the spec allows 2^31-1; nobody sends chunks above 16
 MAX_MESSAGE_SIZE = (1 << 24) - 1  # the length field has 3 bytes
 MAX_CHUNK_STREAMS = 64  # real publishers use a handful; bounds memory held for partial messages
 _HEADER_SIZES = (11, 7, 3, 0)
+_COMMANDS = (COMMAND_AMF0, COMMAND_AMF3)
 _EXTENDED = 0xFFFFFF
 
 
@@ -58,13 +59,29 @@ class _ChunkStream:
 
 
 class ChunkParser:
-    def __init__(self) -> None:
+    """`max_message` and `max_partial` bound what a peer can make it hold: a message whose
+    header says it is longer is refused before any of it is kept, and so is a chunk that
+    would take the bytes held for messages not yet complete (all chunk streams together)
+    past `max_partial`. The connection sets them (tight before `publish`, see
+    `ingest.limits`); the bytes held at any time are at most `max_partial` plus one chunk."""
+
+    def __init__(
+        self, *, max_message: int = MAX_MESSAGE_SIZE, max_partial: int = 64 * MAX_MESSAGE_SIZE
+    ) -> None:
         self.chunk_size = 128
+        self.max_message = max_message
+        self.max_partial = max_partial
+        self._partial = 0  # bytes in the chunk streams' `buf`s
         self._data = bytearray()
         self._streams: dict[int, _ChunkStream] = {}
+        self.stopped = False  # the last feed stopped after a command, with bytes left
 
-    def feed(self, data: bytes) -> list[Message]:
-        """Parse as much as `data` completes; keep the rest for the next call."""
+    def feed(self, data: bytes, *, stop_after_command: bool = False) -> list[Message]:
+        """Parse as much as `data` completes; keep the rest for the next call.
+
+        With `stop_after_command`, parsing stops after the first command message (`stopped`
+        tells whether bytes were left): a command such as `publish` may change the limits
+        the bytes after it are parsed under. Feed `b""` to go on."""
         held = self._data
         if held:
             held += data
@@ -74,12 +91,16 @@ class ChunkParser:
         view = memoryview(buf)
         pos = 0
         out: list[Message] = []
+        self.stopped = False
         try:
             while True:
                 consumed = self._chunk(view, pos, out)
                 if consumed == 0:
                     break
                 pos += consumed
+                if stop_after_command and out and out[-1].type_id in _COMMANDS:
+                    self.stopped = pos < len(buf)
+                    break
             if buf is not held and pos < len(buf):
                 held += view[pos:]
         finally:
@@ -139,8 +160,11 @@ class ChunkParser:
             if fmt <= 2:
                 ts_field = ext
         starting = fmt <= 2 or not st.buf
-        if length > MAX_MESSAGE_SIZE:
-            raise ProtocolError(f"message of {length} bytes on chunk stream {csid}")
+        if length > self.max_message:
+            raise ProtocolError(
+                f"a message of {length:,} bytes on chunk stream {csid} "
+                f"(the limit here is {self.max_message:,})"
+            )
         have = 0 if fmt <= 2 else len(st.buf)
         take = min(length - have, self.chunk_size)
         if p + take > end:
@@ -158,6 +182,7 @@ class ChunkParser:
         # Commit.
         if fmt <= 2 and st.buf:
             # A new header while a message was half sent: the sender gave up on it.
+            self._partial -= len(st.buf)
             st.buf = bytearray()
         if starting:
             if fmt == 0:
@@ -172,10 +197,18 @@ class ChunkParser:
                 st.timestamp = (st.timestamp + st.delta) & 0xFFFFFFFF
         st.length, st.type_id, st.stream_id, st.extended = length, type_id, stream_id, extended
         if whole is None:
+            if len(st.buf) + take < length:
+                self._partial += take
+                if self._partial > self.max_partial:
+                    raise ProtocolError(
+                        f"more than {self.max_partial:,} bytes held for messages not yet "
+                        f"complete (on {len(self._streams)} chunk streams)"
+                    )
+                st.buf += view[p : p + take]
+                return p + take - pos
+            self._partial -= len(st.buf)
             st.buf += view[p : p + take]
             p += take
-            if len(st.buf) < length:
-                return p - pos
             whole = bytes(st.buf)
             st.buf = bytearray()
         message = Message(type_id, stream_id, st.timestamp, whole, csid)
@@ -223,12 +256,13 @@ class ChunkParser:
         elif message.type_id == ABORT and len(message.payload) >= 4:
             aborted = self._streams.get(struct.unpack_from(">I", message.payload)[0])
             if aborted is not None:
+                self._partial -= len(aborted.buf)
                 aborted.buf = bytearray()
 
     @property
     def buffered(self) -> int:
         """Bytes held for messages and chunks not yet complete."""
-        return len(self._data) + sum(len(s.buf) for s in self._streams.values())
+        return len(self._data) + self._partial
 
 
 def encode_message(message: Message, chunk_size: int, *, csid: int | None = None) -> bytes:
