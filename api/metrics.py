@@ -49,6 +49,35 @@ class RuntimeCollector(Collector):
             rt.recorder.refused_busy,
         )
 
+        yield CounterMetricFamily(
+            "afterlive_lives_ended_spool_full",
+            "Lives ended (keeping what they had) because the spool's disk was full",
+            rt.recorder.ended_spool_full,
+        )
+        yield GaugeMetricFamily(
+            "afterlive_spool_free_bytes",
+            "Free bytes on the spool's disk (new lives are refused under min_spool_free)",
+            rt.recorder.space.free(),
+        )
+        if rt.rtmp is not None:
+            yield GaugeMetricFamily(
+                "afterlive_rtmp_connections", "RTMP connections open now", rt.rtmp.open
+            )
+            yield GaugeMetricFamily(
+                "afterlive_rtmp_pending_connections",
+                "RTMP connections open now whose publish is not accepted yet",
+                rt.rtmp.pending,
+            )
+            refused = CounterMetricFamily(
+                "afterlive_rtmp_connections_refused",
+                "RTMP connections closed at once: the server held max_connections "
+                "(reason=connections) or max_pending (reason=pending)",
+                labels=["reason"],
+            )
+            for reason, n in sorted(rt.rtmp.refused.items()):
+                refused.add_metric([reason], n)
+            yield refused
+
         stats = rt.uploader.stats
         yield CounterMetricFamily(
             "afterlive_segments_uploaded", "Media segments stored", stats.segments

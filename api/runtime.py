@@ -50,6 +50,7 @@ class Runtime:
             host=self.settings.rtmp_host,
             port=self.settings.rtmp_port,
             idle_timeout_s=self.settings.publisher_timeout.total_seconds(),
+            limits=self.settings.rtmp_limits,
         )
         try:
             await self.rtmp.start()
@@ -158,7 +159,7 @@ def assemble(
         catalog=catalog,
         uploader=uploader,
         config=RecorderConfig(
-            spool_dir=settings.data_dir / "spool",
+            spool_dir=settings.spool_path,
             segment_s=settings.segment_duration,
             reconnect_grace_s=settings.reconnect_grace.total_seconds(),
             retention=settings.retention,
@@ -166,6 +167,8 @@ def assemble(
             max_live_rooms=settings.max_live_rooms,
             max_upload_backlog_bytes=settings.max_upload_backlog_mb << 20,
             max_upload_lag_s=settings.max_upload_lag.total_seconds(),
+            min_spool_free_bytes=settings.min_spool_free_mb << 20,
+            spool_reserve_bytes=settings.spool_reserve_mb << 20,
             segmenter_threads=settings.segmenter_threads,
         ),
         now=now,

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from api.assets import default_assets_dir
+from ingest.limits import RtmpLimits
 from storage.catalog import sqlite_url
 
 ENV_PREFIX = "AFTERLIVE_"
@@ -73,6 +74,21 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     rtmp_host: str = "127.0.0.1"
     rtmp_port: int = Field(1935, ge=1, le=65535)
+    # What an RTMP peer may hold and take before its publish is accepted, and once it is
+    # (ingest/limits.py says why each default; README "Limits on peer input").
+    rtmp_max_connections: int = Field(RtmpLimits.max_connections, ge=1)
+    rtmp_max_pending: int = Field(RtmpLimits.max_pending, ge=1)
+    rtmp_handshake_timeout: Duration = timedelta(seconds=RtmpLimits.handshake_timeout_s)
+    rtmp_publish_timeout: Duration = timedelta(seconds=RtmpLimits.publish_timeout_s)
+    rtmp_max_pending_message_kb: int = Field(
+        RtmpLimits.max_pending_message_bytes >> 10, ge=1, le=16384
+    )
+    rtmp_max_pending_buffer_kb: int = Field(
+        RtmpLimits.max_pending_buffered_bytes >> 10, ge=1, le=1 << 20
+    )
+    rtmp_max_pending_messages: int = Field(RtmpLimits.max_pending_messages, ge=8)
+    rtmp_max_message_mb: int = Field(16, ge=1, le=16)
+    rtmp_max_buffer_mb: int = Field(RtmpLimits.max_buffered_bytes >> 20, ge=1)
     # The embedded store's S3 port (only used when no S3 endpoint is configured).
     store_port: int = Field(8333, ge=1, le=65535)
     bucket: str = "afterlive"
@@ -102,6 +118,12 @@ class Settings(BaseSettings):
     # while the oldest waiting upload is this far behind: the lives already in come first.
     max_upload_backlog_mb: int = Field(2048, ge=1)
     max_upload_lag: Duration = timedelta(seconds=10)
+    # The spool (segments waiting for the store) and its disk: new lives and reconnects are
+    # refused under `min_spool_free_mb` free; a live ends, keeping what it has, under
+    # `spool_reserve_mb`.
+    spool_dir: Path | None = None
+    min_spool_free_mb: int = Field(512, ge=0)
+    spool_reserve_mb: int = Field(128, ge=0)
     # Uploads in flight at once, over all rooms (each room's own are in order).
     upload_workers: int = Field(32, ge=1, le=256)
     # Threads that segment all RTMP publishes (an HTTP push has a thread of its own).
@@ -129,10 +151,10 @@ class Settings(BaseSettings):
     # Most self-hosted stores (MinIO, Ceph, SeaweedFS) want path-style URLs.
     s3_path_style: bool = True
 
-    @field_validator("data_dir", "assets_dir")
+    @field_validator("data_dir", "assets_dir", "spool_dir")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
 
     @field_validator("bucket")
     @classmethod
@@ -155,7 +177,9 @@ class Settings(BaseSettings):
             raise ValueError("between 1 s and 7 days (the longest a presigned URL may live)")
         return value
 
-    @field_validator("publisher_timeout", "sweep_interval")
+    @field_validator(
+        "publisher_timeout", "sweep_interval", "rtmp_handshake_timeout", "rtmp_publish_timeout"
+    )
     @classmethod
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
         if value < timedelta(seconds=1):
@@ -226,6 +250,24 @@ class Settings(BaseSettings):
         """Where this machine reaches the API (the CLI's commands go there)."""
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
         return f"http://{host}:{self.api_port}"
+
+    @property
+    def rtmp_limits(self) -> RtmpLimits:
+        return RtmpLimits(
+            max_connections=self.rtmp_max_connections,
+            max_pending=self.rtmp_max_pending,
+            handshake_timeout_s=self.rtmp_handshake_timeout.total_seconds(),
+            publish_timeout_s=self.rtmp_publish_timeout.total_seconds(),
+            max_pending_message_bytes=self.rtmp_max_pending_message_kb << 10,
+            max_pending_buffered_bytes=self.rtmp_max_pending_buffer_kb << 10,
+            max_pending_messages=self.rtmp_max_pending_messages,
+            max_message_bytes=min(self.rtmp_max_message_mb << 20, (1 << 24) - 1),
+            max_buffered_bytes=self.rtmp_max_buffer_mb << 20,
+        )
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.data_dir / "spool"
 
     @property
     def store_dir(self) -> Path:

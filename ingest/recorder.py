@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from ingest.errors import (
     IngestError,
     NodeBusy,
     ProtocolError,
+    PublishEnded,
+    SpoolFull,
     TakenDown,
     UnknownStreamKey,
 )
@@ -44,7 +47,7 @@ from storage import keys as K
 from storage.catalog import utcnow
 from storage.indexer import SegmentIndexer
 from storage.models import Recording, Room
-from storage.spool import SpoolJournal, pending, remove_if_done
+from storage.spool import SpoolJournal, SpoolSpace, pending, remove_if_done
 from storage.uploader import Upload, Uploader
 from transcode import flv
 from transcode.errors import TranscodeError
@@ -73,6 +76,11 @@ class RecorderConfig:
     # behind: the node is overloaded or the store is down, and the lives it has come first.
     max_upload_backlog_bytes: int = 2 << 30
     max_upload_lag_s: float = 10.0
+    # The spool's disk: new lives (and reconnects) are refused while less than
+    # `min_spool_free_bytes` is free; a live ends, keeping what it has, once less than
+    # `spool_reserve_bytes` is left (room for the last segments, journals and playlists).
+    min_spool_free_bytes: int = 1 << 30
+    spool_reserve_bytes: int = 256 << 20
     # Threads that segment every RTMP publish (HTTP pushes have a thread each).
     segmenter_threads: int = 4
     # How long the segment index gathers rows before one commit (storage.indexer).
@@ -140,6 +148,8 @@ class Recorder:
         # publishers arriving together could both find the room free.
         self._claims: dict[str, _Claim] = {}
         self.refused_busy = 0
+        self.ended_spool_full = 0  # lives ended because the spool's disk was full
+        self.space = SpoolSpace(config.spool_dir)
         self.pool = LanePool(config.segmenter_threads)
 
     # -- publishing -----------------------------------------------------------------------------
@@ -169,7 +179,13 @@ class Recorder:
         if state is not None and state.publisher is not None:
             raise AlreadyLive()
         if state is not None:
-            # Back within the grace: same recording, new timeline.
+            # Back within the grace: same recording, new timeline; unless there is no room
+            # for it (the grace then ends the recording with what it has).
+            full = self.spool_full()
+            if full is not None:
+                self.refused_busy += 1
+                log.warning("room %s: reconnect from %s refused: %s", room.id, peer, full)
+                raise NodeBusy(full)
             if state.grace is not None:
                 state.grace.cancel()
                 state.grace = None
@@ -196,7 +212,13 @@ class Recorder:
     ) -> None:
         if state.publisher is session:
             state.publisher = None
-        if reason == CLEAN_END or state.taken_down or self.config.reconnect_grace_s <= 0:
+        ended_here = isinstance(session.error, PublishEnded)  # the disk is full: no grace
+        if (
+            reason == CLEAN_END
+            or state.taken_down
+            or ended_here
+            or self.config.reconnect_grace_s <= 0
+        ):
             await self._end(state, reason)
             return
         log.info(
@@ -331,7 +353,16 @@ class Recorder:
         lag = self.uploader.oldest_wait_s()
         if lag > cfg.max_upload_lag_s:
             return f"uploads to the store are {lag:.0f} s behind (max_upload_lag)"
-        return None
+        return self.spool_full()
+
+    def spool_full(self, floor: int | None = None) -> str | None:
+        """Why the spool's disk takes no new live (or, with `floor`, no more media), or None."""
+        free = self.space.free()
+        floor = self.config.min_spool_free_bytes if floor is None else floor
+        if free >= floor:
+            return None
+        setting = "spool_reserve" if floor < self.config.min_spool_free_bytes else "min_spool_free"
+        return f"the spool disk has {free / 2**20:.0f} MB free ({setting} {floor / 2**20:.0f} MB)"
 
     def live_counts(self) -> tuple[int, int]:
         """Live recordings, and how many of them have a publisher connected right now."""
@@ -402,6 +433,9 @@ class Recorder:
         )
         if master is not None:
             self.uploader.put(lane, master[0])
+        full = self.spool_full(self.config.spool_reserve_bytes)
+        if full is not None:
+            session.end_here(SpoolFull(full))
 
     def _segment_upload(self, fields: dict[str, Any], path: Path) -> Upload:
         """A spooled segment's upload: once stored, it is indexed (with the renditions it
@@ -541,6 +575,16 @@ def _indexed(fields: dict[str, Any], path: Path, error: BaseException | None) ->
     path.unlink(missing_ok=True)
 
 
+def _disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC anywhere in an exception's chain (PyAV's muxer, a journal line)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def _notify(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
     """Set an event of `loop` from another thread; nobody is waiting once the loop is closed
     (a worker thread that outlives service shutdown)."""
@@ -664,11 +708,25 @@ class PublishSession:
         """The media cannot be segmented (the segmenter's thread): remember why, once."""
         if self.error is not None:
             return
+        if _disk_full(exc):  # the reserve was not enough: the segment in progress is lost
+            self.end_here(SpoolFull("no space left on the spool's disk"))
+            return
         self.error = exc
         if isinstance(exc, TranscodeError):
             log.warning("%s", exc)
         else:  # a bug: the thread must never die silently
             log.error("segmenter of recording %s failed", self.state.id, exc_info=exc)
+
+    def end_here(self, why: PublishEnded) -> None:
+        """End this publish on our side (any thread): the publisher is told `why` on its next
+        message and the recording ends, keeping every segment closed so far."""
+        if self.error is not None:
+            return
+        self.error = why
+        if isinstance(why, SpoolFull):
+            self.recorder.ended_spool_full += 1
+        log.error("room %s: recording %s: %s", self.state.room.id, self.state.id, why)
+        self.abandon()
 
     def abandon(self) -> None:
         """Stop segmenting now (a takedown): the publisher is refused its next message."""
@@ -807,7 +865,9 @@ class PublishSession:
                 self._ladder_feed.close()
         if self._ladder_thread is not None:
             await self._ladder_done.wait()
-        if self.error is not None and reason == CLEAN_END:
+        if isinstance(self.error, PublishEnded):
+            reason = str(self.error)
+        elif self.error is not None and reason == CLEAN_END:
             reason = f"input unreadable: {self.error}"
         await self.recorder.publisher_left(self.state, self, reason)
 
@@ -829,6 +889,8 @@ class PublishSession:
         """Why the publisher's media is no longer taken."""
         if self.state.taken_down:
             return TakenDown()
+        if isinstance(self.error, PublishEnded):
+            return self.error
         return ProtocolError(f"the media could not be read: {self.error or 'segmenter stopped'}")
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,3 +99,30 @@ def remove_if_done(directory: Path) -> bool:
         return False
     shutil.rmtree(directory, ignore_errors=True)
     return True
+
+
+class SpoolSpace:
+    """Free bytes on the spool's file system, read at most every `every_s` (a statvfs, called
+    per closed segment of every room and per new live)."""
+
+    def __init__(self, directory: Path, *, every_s: float = 0.5) -> None:
+        self.directory = directory
+        self.every_s = every_s
+        self._free = 0
+        self._at = -math.inf
+        self._lock = threading.Lock()
+
+    def free(self) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._at >= self.every_s:
+                self._free = self._read()
+                self._at = now
+            return self._free
+
+    def _read(self) -> int:
+        directory = self.directory
+        while not directory.exists() and directory != directory.parent:
+            directory = directory.parent  # the spool is made with the first live
+        stat = os.statvfs(directory)
+        return stat.f_bavail * stat.f_frsize

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import RuntimeDep
 from api.schemas import PushResult
-from ingest.errors import ProtocolError, PublishRefused
+from ingest.errors import ProtocolError, PublishEnded, PublishRefused, TakenDown
 from ingest.recorder import CLEAN_END
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,10 @@ router = APIRouter(tags=["ingest"])
     responses={
         403: {"description": "unknown or revoked stream key"},
         409: {"description": "the key is already live"},
+        410: {"description": "the live was taken down by an admin while it was pushed"},
         422: {"description": "the body is not MPEG-TS audio/video"},
-        503: {"description": "the node takes no new live now (limit, or uploads behind)"},
+        503: {"description": "the node takes no new live now (limit, uploads behind, disk)"},
+        507: {"description": "the node's spool disk filled up: the recording ended there"},
     },
 )
 async def http_push(stream_key: str, request: Request, runtime: RuntimeDep) -> PushResult:
@@ -63,14 +65,18 @@ async def http_push(stream_key: str, request: Request, runtime: RuntimeDep) -> P
         log.warning("http push from %s stalled: %s", peer, reason)
     except ClientDisconnect:
         reason = "publisher disconnected"
-    except ProtocolError as exc:
+    except (ProtocolError, PublishEnded) as exc:
         reason = str(exc)
     finally:
         await session.on_close(reason)
+    if isinstance(session.error, PublishEnded) or session.state.taken_down:
+        ended = session.error if isinstance(session.error, PublishEnded) else TakenDown()
+        raise HTTPException(ended.http_status, str(ended))
     if session.error is not None:
         raise HTTPException(
             422,
-            f"the body is not a readable MPEG-TS stream: {session.error}",
+            f"the body is not a readable MPEG-TS stream ({received:,} bytes received): "
+            f"{session.error}",
         )
     return PushResult(
         recording_id=session.state.id,
