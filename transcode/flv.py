@@ -38,7 +38,7 @@ import av
 import av.error
 
 from transcode.errors import TranscodeError
-from transcode.segmenter import PacketSegmenter
+from transcode.segmenter import PacketSegmenter, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +474,7 @@ class FlvSegmenter:
         try:
             self._probe = av.open(io.BytesIO(data), format="flv")
         except (av.error.FFmpegError, OSError) as exc:
-            raise TranscodeError(f"{self.label}: cannot read the input as flv: {exc}") from exc
+            raise TranscodeError(f"{self.label}: {unreadable(exc, 'flv')}") from exc
         video = next((s for s in self._probe.streams.video), None)
         audio = next((s for s in self._probe.streams.audio), None)
         self._packets = FlvPackets(video, audio)

@@ -139,9 +139,7 @@ class Segmenter:
         try:
             container = av.open(self.source, format=self.input_format, options=PROBE_OPTIONS)
         except (av.error.FFmpegError, OSError) as exc:
-            raise TranscodeError(
-                f"{self.label}: cannot read the input as {self.input_format}: {exc}"
-            ) from exc
+            raise TranscodeError(f"{self.label}: {unreadable(exc, self.input_format)}") from exc
         try:
             video = next((s for s in container.streams.video), None)
             audio = next((s for s in container.streams.audio), None)
@@ -164,6 +162,19 @@ class Segmenter:
                 segmenter.finish()
         finally:
             container.close()
+
+
+_FORMAT_NAMES = {"mpegts": "MPEG-TS", "flv": "FLV"}
+
+
+def unreadable(exc: BaseException, input_format: str) -> str:
+    """Why an input could not be opened, in a publisher's words (not FFmpeg's error codes)."""
+    name = _FORMAT_NAMES.get(input_format, input_format)
+    if isinstance(exc, EOFError):  # the demuxer read to the end without finding a stream
+        return f"no {name} audio or video in the input (it was empty, or not {name})"
+    if isinstance(exc, av.error.InvalidDataError):
+        return f"the input is not valid {name}"
+    return f"cannot read the input as {name}: {getattr(exc, 'strerror', None) or exc}"
 
 
 class PacketSegmenter:

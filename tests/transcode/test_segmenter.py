@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import subprocess
 from pathlib import Path
@@ -128,11 +129,13 @@ def test_a_timestamp_jump_starts_a_new_timeline_and_loses_nothing(
     assert kept == video_packets
 
 
-def test_garbage_is_a_transcode_error(tmp_path) -> None:
-    garbage = tmp_path / "g.flv"
-    garbage.write_bytes(b"this is not flv at all" * 100)
-    with pytest.raises(TranscodeError, match="cannot read the input as flv"):
-        run_segmenter(garbage, tmp_path / "out")
+@pytest.mark.parametrize("data", [b"this is not flv at all" * 100, b""])
+def test_garbage_or_nothing_is_a_transcode_error_in_words(tmp_path, data: bytes) -> None:
+    with pytest.raises(TranscodeError) as raised:  # a stream, as an HTTP push body is
+        Segmenter(source=io.BytesIO(data), input_format="flv", directory=tmp_path).run()
+    # What a publisher can act on, not FFmpeg's "[Errno 541478725] End of file: '<none>'".
+    assert "no FLV audio or video in the input (it was empty, or not FLV)" in str(raised.value)
+    assert "Errno" not in str(raised.value)
 
 
 def test_camera_off_mid_publish_is_cut_on_time_and_back_on_at_a_keyframe(segment, av_flv, tmp_path):
