@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ingest.errors import ProtocolError
 from ingest.rtmp_chunks import (
+    COMMAND_AMF0,
     SET_CHUNK_SIZE,
     VIDEO,
     ChunkParser,
@@ -194,3 +195,112 @@ def test_too_many_chunk_streams() -> None:
     )
     with pytest.raises(ProtocolError, match="chunk streams"):
         ChunkParser().feed(many)
+
+
+# -- limits on what a peer can make the parser hold ------------------------------------------
+
+LIMITED = {"max_message": 4096, "max_partial": 16384}
+_HEADER_MAX = 18  # basic header (3) + type-0 header (11) + extended timestamp (4)
+
+
+def _bounded(parser: ChunkParser) -> bool:
+    """What the parser holds: at most the partial-message budget plus one chunk in progress
+    (a chunk is never longer than the message it carries)."""
+    return parser.buffered <= parser.max_partial + parser.max_message + _HEADER_MAX
+
+
+# Chunk-shaped input: real headers (any format, chunk stream, length, type) with bodies of any
+# size, so the parser goes deep instead of failing on the first byte as random bytes make it.
+chunk_pieces = st.lists(
+    st.tuples(
+        st.integers(0, 3),  # fmt
+        st.integers(2, 400),  # chunk stream id (one, two and three byte basic headers)
+        st.integers(0, 1 << 24),  # message length
+        st.sampled_from([1, 2, 8, 9, 18, 20, 22]),
+        st.integers(0, 5000),  # body bytes sent with it
+        st.booleans(),  # extended timestamp
+    ),
+    max_size=40,
+)
+
+
+def _wire(pieces) -> bytes:
+    out = bytearray()
+    for fmt, csid, length, type_id, body, extended in pieces:
+        if csid < 64:
+            out.append(fmt << 6 | csid)
+        elif csid < 320:
+            out += bytes([fmt << 6, csid - 64])
+        else:
+            out += bytes([fmt << 6 | 1, (csid - 64) & 0xFF, (csid - 64) >> 8])
+        ts = (0xFFFFFF if extended else 1).to_bytes(3, "big")
+        if fmt == 0:
+            out += ts + length.to_bytes(4, "big")[1:] + bytes([type_id]) + bytes(4)
+        elif fmt == 1:
+            out += ts + length.to_bytes(4, "big")[1:] + bytes([type_id])
+        elif fmt == 2:
+            out += ts
+        if extended:
+            out += bytes(4)
+        if type_id == SET_CHUNK_SIZE and body >= 4:
+            out += struct.pack(">I", 1 + body * 37) + bytes(body - 4)
+        else:
+            out += bytes(body)
+    return bytes(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=chunk_pieces, cuts=st.lists(st.integers(0, 10**6), max_size=8))
+def test_under_limits_any_input_parses_or_is_refused_and_never_holds_more_than_the_budget(
+    pieces, cuts
+) -> None:
+    parser = ChunkParser(**LIMITED)
+    data = _wire(pieces)
+    last = 0
+    try:
+        for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
+            for message in parser.feed(data[last:cut]):
+                assert len(message.payload) <= LIMITED["max_message"]
+            last = cut
+            assert _bounded(parser), parser.buffered
+    except ProtocolError as exc:  # the connection closes: what it held goes with it
+        assert len(str(exc)) < 300  # a log line's worth, whatever came in
+
+
+def test_a_message_longer_than_the_limit_is_refused_on_its_header() -> None:
+    header = bytes([0x04]) + bytes(3) + (100_000).to_bytes(3, "big") + bytes([VIDEO]) + bytes(4)
+    parser = ChunkParser(max_message=16384)
+    with pytest.raises(ProtocolError, match=r"a message of 100,000 bytes .*limit here is 16,384"):
+        parser.feed(header)  # nothing of its body needed to come first
+    assert parser.buffered == 0
+
+
+def test_partial_messages_on_many_chunk_streams_stop_at_the_budget() -> None:
+    """What the issue measured: messages started on 61 chunk streams and never finished held
+    up to ~1 GiB. Under a 64 KB budget the parser refuses the chunk that would pass it."""
+    parser = ChunkParser(max_message=16384, max_partial=65536)
+    taken = 0  # chunks of 128 bytes (the default chunk size) taken, each leaving its message open
+    with pytest.raises(ProtocolError, match="held for messages not yet complete"):
+        for csid in range(3, 64):
+            header = bytes([csid]) + bytes(3) + (16000).to_bytes(3, "big") + bytes([VIDEO])
+            parser.feed(header + bytes(4) + bytes(128))
+            taken += 1
+            for _ in range(14):
+                parser.feed(bytes([0xC0 | csid]) + bytes(128))
+                taken += 1
+                assert parser.buffered <= 65536
+    assert taken == 65536 // 128
+
+
+def test_stop_after_command_leaves_the_rest_for_the_next_feed() -> None:
+    """Before publish the connection parses up to each command, so the bytes after `publish`
+    are parsed under the limits publishing lifts (a keyframe sent at once after it)."""
+    command = Message(COMMAND_AMF0, 0, 0, b"\x02\x00\x07publish", 3)
+    keyframe = Message(VIDEO, 1, 0, b"\x17\x01" + bytes(50_000), 4)
+    wire = encode_message(command, 128) + encode_message(keyframe, 128)
+    parser = ChunkParser(max_message=16384)
+    [got] = parser.feed(wire, stop_after_command=True)
+    assert got.payload == command.payload and parser.stopped
+    parser.max_message = 1 << 24  # what an accepted publish does
+    [media] = parser.feed(b"")
+    assert media.payload == keyframe.payload and not parser.stopped and parser.buffered == 0
