@@ -71,6 +71,7 @@ READ_MARGIN_S = 0.25
 READ_LATE_S = 0.25
 READ_MAX_BYTES = 256 << 10
 READ_SIZE = 1 << 16  # what the connection's task reads at a time
+ACCEPT_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
 RATE_WINDOW_MS = 2000
 
 
@@ -125,7 +126,11 @@ class RtmpServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: self._protocol(loop), self.host, self.port)
+        # A deep accept queue: a burst of connects beyond it would sit in the kernel unaccepted
+        # (their final ACKs dropped and retried for seconds), out of reach of our limits.
+        self._server = await loop.create_server(
+            lambda: self._protocol(loop), self.host, self.port, backlog=ACCEPT_BACKLOG
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("RTMP listening on rtmp://%s:%s/%s/<stream key>", self.host, self.port, self.app)
 

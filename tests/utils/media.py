@@ -20,6 +20,7 @@ def synthetic_input(
     rate: int = 30,
     tone_hz: int = 440,
     audio_codec: str = "aac",
+    video_bitrate: str | None = None,
 ) -> list[str]:
     """ffmpeg arguments for H.264 + AAC (or AAC alone) test media, encoded on the fly."""
     args = ["-re"]
@@ -42,6 +43,8 @@ def synthetic_input(
             "-pix_fmt",
             "yuv420p",
         ]
+        if video_bitrate:  # a steady rate (x264 pads nothing): fills a disk at a known pace
+            args += ["-b:v", video_bitrate, "-maxrate", video_bitrate, "-bufsize", video_bitrate]
     args += ["-c:a", audio_codec, "-ar", "44100"]
     if audio_codec in ("aac", "libmp3lame"):
         args += ["-b:a", "64k"]

@@ -164,6 +164,8 @@ async def _partial(reader, writer, out: Outcome, hold_s: float) -> None:
     sent_per_stream = 1
     while loop.time() < end and not watcher.done() and sent_per_stream * chunk < size - chunk:
         for csid in range(3, 64):
+            if writer.transport.is_closing():
+                break
             writer.write(bytes([0xC0 | csid]) + data)
             out.sent += 1 + chunk
             try:
