@@ -82,8 +82,8 @@ class SpoolFull(PublishEnded):
 
     def __init__(self, why: str) -> None:
         super().__init__(
-            f"this ingest node's disk is full ({why}); the recording ends here with what was "
-            "kept. Publish again later or to another node",
+            f"this ingest node's disk is full: {why}. The recording ends here with what was "
+            "kept; publish again later or to another node",
             code="NetStream.Record.DiskQuotaExceeded",
             http_status=507,
         )

@@ -340,20 +340,23 @@ class Recorder:
         self.pool.close()
 
     def busy(self) -> str | None:
-        """Why this node would refuse a new live now, or None."""
+        """Why this node would refuse a new live now (every reason that holds), or None."""
         cfg = self.config
+        why = []
         if cfg.max_live_rooms and len(self._live) >= cfg.max_live_rooms:
-            return f"{len(self._live)} rooms are live here, the most it takes (max_live_rooms)"
+            why.append(f"{len(self._live)} rooms are live here, the most it takes (max_live_rooms)")
         backlog = self.uploader.stats.backlog_bytes
         if backlog > cfg.max_upload_backlog_bytes:
-            return (
+            why.append(
                 f"{backlog / 2**20:.0f} MB of media wait for the store "
                 f"(max_upload_backlog {cfg.max_upload_backlog_bytes / 2**20:.0f} MB)"
             )
         lag = self.uploader.oldest_wait_s()
         if lag > cfg.max_upload_lag_s:
-            return f"uploads to the store are {lag:.0f} s behind (max_upload_lag)"
-        return self.spool_full()
+            why.append(f"uploads to the store are {lag:.0f} s behind (max_upload_lag)")
+        if (full := self.spool_full()) is not None:
+            why.append(full)
+        return "; ".join(why) or None
 
     def spool_full(self, floor: int | None = None) -> str | None:
         """Why the spool's disk takes no new live (or, with `floor`, no more media), or None."""
