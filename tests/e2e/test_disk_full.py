@@ -68,6 +68,13 @@ def test_a_full_spool_disk_ends_the_live_cleanly_and_refuses_new_ones(spool, tmp
         AFTERLIVE_RECONNECT_GRACE="30s",
     )
     service = Service(env, tmp_path / "serve.log")
+    try:
+        _fill_and_drain(service, spool, tmp_path)
+    finally:
+        service.kill()  # a failed assertion must not leave the service running
+
+
+def _fill_and_drain(service: Service, spool, tmp_path) -> None:
     weed = service.wait_healthy()["store"]["pid"]
     try:
         token = service.new_creator("Full disk")

