@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from ingest.amf0 import MAX_DEPTH, UNDEFINED, ECMAArray, Undefined, decode, decode_all, encode
 from ingest.errors import ProtocolError
+from ingest.limits import SHOWN_CHARS, shown
+from tests.utils.rtmp_attacks import amf0_bomb
 
 # Byte builders written independently of the encoder, so the vectors check it rather than echo it.
 
@@ -586,3 +588,26 @@ def test_decoding_a_connect_command_is_fast() -> None:
             decode_all(message)
         best = min(best, (time.perf_counter() - started) / rounds)
     assert best < 50e-6, f"{best * 1e6:.1f} us per connect command"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=16384))
+def test_any_command_body_decodes_or_is_refused_in_a_short_message(data: bytes) -> None:
+    """What the RTMP server does with a peer's command before publish: decode it, and show it
+    in a log line when it is malformed. Both stay small whatever the bytes."""
+    try:
+        values = decode_all(data)
+    except ProtocolError as exc:
+        assert len(str(exc)) < 300
+    else:
+        assert len(shown(values[:2], len(data))) < SHOWN_CHARS + 30
+
+
+def test_a_reference_bomb_is_shown_in_a_line() -> None:
+    """The issue's 4 KB command that became an 11.45 MB log line: references to one large
+    object where the command name should be."""
+    body = amf0_bomb()
+    values = decode_all(body)
+    assert not isinstance(values[0], str)  # malformed: the server refuses it
+    line = f"malformed command {shown(values[:2], len(body))}"
+    assert len(line) < 300 and f"({len(body):,} bytes)" in line

@@ -96,7 +96,7 @@ def nested_aggregate(levels: int = 3000, inner_bytes: int = 2 << 20) -> bytes:
     return b"".join([*reversed(heads), b"\x17\x01", bytes(inner_bytes), *tails])
 
 
-def amf0_bomb(references: int = 1300) -> bytes:
+def amf0_bomb(references: int = 300) -> bytes:
     """A command message body: a strict array of one object holding a long string, then
     `references` AMF0 references to that object (3 bytes each), where the command name
     should be. Decoded, it is megabytes of values; shown naively, megabytes of log."""
