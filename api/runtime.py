@@ -12,6 +12,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from api.assets import ensure_hls_js_in_background
 from api.clips import Clips
+from api.health import Health
 from api.playback import Playback
 from api.programmes import Programmes
 from api.retention import Retention, start_scheduler
@@ -39,6 +40,7 @@ class Runtime:
     admin_token: str
     clips: Clips
     programmes: Programmes
+    health: Health
     embedded: EmbeddedStore | None = None
     rtmp: RtmpServer | None = None
     scheduler: BackgroundScheduler | None = None
@@ -73,6 +75,7 @@ class Runtime:
         await self.recorder.close()
 
     def close(self) -> None:
+        self.health.close()
         self.clips.close()
         self.programmes.close()
         self.uploader.close()
@@ -199,6 +202,12 @@ def assemble(
             media_url=playback.media_url,
             public_media_base_url=settings.public_media_base_url,
             work_dir=settings.data_dir / "work",
+        ),
+        health=Health(
+            store=store.impatient(timeout_s=settings.health_timeout.total_seconds()),
+            catalog=catalog,
+            embedded=embedded,
+            timeout_s=settings.health_timeout.total_seconds(),
         ),
         embedded=embedded,
     )

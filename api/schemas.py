@@ -203,3 +203,29 @@ class EpisodeOut(BaseModel):
     playback_url: str | None = Field(description="HLS audio for the web player")
     chapters: list[dict]
     recipe: dict | None
+
+
+class StoreHealth(BaseModel):
+    endpoint: str | None
+    bucket: str
+    embedded: bool
+    ok: bool
+    latency_ms: float = Field(description="how long the probe took (or was waited for)")
+    error: str | None = None
+    pid: int | None = Field(None, description="the embedded store's process, if it runs one")
+    restarts: int | None = None
+
+
+class CatalogHealth(BaseModel):
+    backend: str
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    store: StoreHealth
+    catalog: CatalogHealth
+    detail: str | None = Field(None, description="what is down, when degraded (503)")
