@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import metrics
+from api import edge, metrics
 from api.playback import PlaybackError
 from api.routes import admin, clips, ingest, pages, programmes, recordings, rooms, studio
 from api.runtime import Runtime, start_runtime
@@ -37,6 +37,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 await run_in_threadpool(rt.close)
 
     app = FastAPI(title="afterlive", version=version(), lifespan=lifespan)
+    edge.install(app, settings)
     # Recordings are public: any site may embed a player on them. Nothing else crosses origins
     # (no credentials, GET only), so a creator's token never leaves this site's own pages.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
@@ -61,9 +62,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             headers={"Retry-After": "5"},
         )
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={200: {"content": {metrics.CONTENT_TYPE: {}}, "description": "metrics"}},
+    )
     def prometheus_metrics() -> Response:
         """Prometheus text: live rooms, uploads, upload latency, spool depth, store errors."""
+        # Counters in memory and a statvfs, on the shared pool: nothing here waits on the store.
         return Response(metrics.render(app.state.metrics), media_type=metrics.CONTENT_TYPE)
 
     @app.get(
