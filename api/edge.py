@@ -31,6 +31,8 @@ from fastapi.dependencies.utils import get_dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, APIRouter
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import AUTH_DEPENDENCIES, authenticate, get_runtime
@@ -72,7 +74,7 @@ def limit_of(kind: BodyLimit, settings: Settings) -> tuple[int, str] | None:
 
 # What each status means when a route does not say more.
 ERROR_DESCRIPTIONS = {
-    400: "the body could not be read (not UTF-8 JSON)",
+    400: "the body could not be read (the client went away before it was whole)",
     401: "no token, or an unknown one",
     403: "the token's holder may not do this",
     404: "no such thing",
@@ -107,10 +109,8 @@ class EdgeRoute(APIRoute):
         edge: dict[int, str] = {}
         if self.auth is not None:
             edge |= AUTH_DEPENDENCIES[self.auth]
-        if takes_body:
-            edge |= {400: ERROR_DESCRIPTIONS[400]} if _body_params(probe) else {}
-            if self.body_kind is not BodyLimit.STREAM:
-                edge |= {408: ERROR_DESCRIPTIONS[408], 413: ERROR_DESCRIPTIONS[413]}
+        if takes_body and self.body_kind is not BodyLimit.STREAM:
+            edge |= {code: ERROR_DESCRIPTIONS[code] for code in (400, 408, 413)}
         if _has_params(probe):
             edge[422] = ERROR_DESCRIPTIONS[422]
         if get_runtime in calls:
@@ -133,7 +133,25 @@ class EdgeRoute(APIRoute):
                 limit=limit,
                 timeout_s=settings.body_timeout.total_seconds(),
             )
-            return await handler(Request(request.scope, body.receive))
+            try:
+                return await handler(Request(request.scope, body.receive))
+            except StarletteHTTPException as exc:
+                if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeError):
+                    # FastAPI's "error parsing the body" for bytes that are not text at all.
+                    raise HTTPException(
+                        status.HTTP_422_UNPROCESSABLE_CONTENT,
+                        "the body is not valid JSON: it is not UTF-8 text",
+                    ) from None
+                raise
+            except ClientDisconnect:
+                # Nobody reads this answer; it is for the access log, without a traceback.
+                log.info(
+                    "%s %.200s: the client went away mid-body", request.method, request.url.path
+                )
+                return JSONResponse(
+                    {"detail": "the client went away before its body was whole"},
+                    status_code=status.HTTP_400_BAD_REQUEST,
+                )
 
         return edge
 
@@ -302,7 +320,7 @@ async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
 
 def _where(error: dict[str, Any]) -> str:
     """`body.start_at`, `query.offset`, `path.rendition`; nothing for the body as a whole."""
-    if error.get("type") == "json_invalid":
+    if error.get("type") == "json_invalid" or tuple(error.get("loc", ())) == ("body",):
         return ""
     return ".".join(str(p) for p in error.get("loc", ()))[:_MESSAGE_CHARS]
 
