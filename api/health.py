@@ -68,7 +68,7 @@ class Health:
         embedded: EmbeddedStore | None,
         timeout_s: float,
     ) -> None:
-        """`store`: a client that gives up within `timeout_s` (`ObjectStore.impatient`)."""
+        """`store`: a client that gives up soon after `timeout_s` (`ObjectStore.impatient`)."""
         self.store = store
         self.catalog = catalog
         self.embedded = embedded
@@ -108,17 +108,19 @@ class Health:
         return not down, body
 
     async def _wait(self, flight: _SingleFlight, what: str) -> Probe:
+        """The part's state as this caller sees it: `latency_ms` is how long it waited; a probe
+        that ran out, this caller's wait or the one it joined, reads "did not answer"."""
         t0 = time.perf_counter()
         future = asyncio.wrap_future(flight.start())
         try:
             # Shielded: a caller that gives up must not cancel the probe others are waiting on.
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+            probe = await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
         except TimeoutError:
-            return Probe(
-                ok=False,
-                latency_ms=_ms_since(t0),
-                error=f"{what} did not answer within {self.timeout_s:g} s",
-            )
+            probe = Probe(ok=False, latency_ms=self.timeout_s * 1000, error="timed out")
+        error = probe.error  # the probe is shared: not changed here
+        if not probe.ok and probe.latency_ms >= self.timeout_s * 1000:
+            error = f"{what} did not answer within {self.timeout_s:g} s"
+        return Probe(ok=probe.ok, latency_ms=_ms_since(t0), error=error)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -227,7 +227,9 @@ def assemble(
             work_dir=settings.data_dir / "work",
         ),
         health=Health(
-            store=store.impatient(timeout_s=settings.health_timeout.total_seconds()),
+            # The probe's client gives up after twice the wait: a probe that runs out answers
+            # "did not answer within N s" to its waiters, and holds its one thread a little more.
+            store=store.impatient(timeout_s=2 * settings.health_timeout.total_seconds()),
             catalog=catalog,
             embedded=embedded,
             timeout_s=settings.health_timeout.total_seconds(),
