@@ -296,6 +296,9 @@ def install(app: FastAPI, settings: Settings) -> None:
     error shape."""
     app.state.settings = settings
     app.router.route_class = EdgeRoute
+    # Starlette answers "/api/rooms/" with a redirect to an absolute URL built on the request's
+    # Host header: a cache in front would hand that host to every client after. No such redirects.
+    app.router.redirect_slashes = False
     app.add_middleware(CloseUnreadBodies)
     app.add_exception_handler(RequestValidationError, _invalid_request)
 

@@ -207,6 +207,14 @@ def test_absolute_urls_never_come_from_the_host_header(api_factory) -> None:
     assert detail["renditions"][0]["playlist_url"].startswith("http://127.0.0.1:8000/")
 
 
+def test_a_trailing_slash_is_not_redirected_to_the_host_header(api: Api) -> None:
+    for path in ("/api/rooms/", "/api/recordings/", "/admin/"):
+        reply = api.client.get(path, headers=HOSTILE, follow_redirects=False)
+        assert reply.status_code == 404
+        assert "location" not in reply.headers
+        assert "evil" not in reply.text
+
+
 def test_absolute_urls_from_the_public_settings(api_factory) -> None:
     api = api_factory(
         public_url="https://live.example.org", public_rtmp_url="rtmps://ingest.example.org/app"
