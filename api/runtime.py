@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from anyio import CapacityLimiter
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from api.assets import ensure_hls_js_in_background
 from api.clips import Clips
+from api.health import Health
 from api.playback import Playback
 from api.programmes import Programmes
 from api.retention import Retention, start_scheduler
@@ -24,6 +26,25 @@ from storage.sweeper import Sweeper
 from storage.uploader import Uploader
 
 log = logging.getLogger(__name__)
+
+# Threads for the routes' blocking calls, by what they wait on (api/deps.py `catalog_work`,
+# `store_work`). SQLite answers in a millisecond, its pool holds 15 connections; the store's
+# client holds 32 connections, and a store that hangs keeps each thread for its timeouts.
+CATALOG_THREADS = 16
+STORE_THREADS = 32
+# What a request that reads the store for a viewer (a playlist) waits for a hung store: two tries
+# of 5 s, then 503, instead of the uploader's two minutes.
+INTERACTIVE_STORE_TIMEOUT_S = 5.0
+INTERACTIVE_STORE_ATTEMPTS = 2
+
+
+@dataclass(kw_only=True)
+class Lanes:
+    """Thread capacity of the API by what the work waits on: calls to a hung store fill `store`,
+    never `catalog`, so routes that only read the catalog keep answering."""
+
+    catalog: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(CATALOG_THREADS))
+    store: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(STORE_THREADS))
 
 
 @dataclass(kw_only=True)
@@ -39,6 +60,8 @@ class Runtime:
     admin_token: str
     clips: Clips
     programmes: Programmes
+    health: Health
+    lanes: Lanes = field(default_factory=Lanes)
     embedded: EmbeddedStore | None = None
     rtmp: RtmpServer | None = None
     scheduler: BackgroundScheduler | None = None
@@ -73,6 +96,7 @@ class Runtime:
         await self.recorder.close()
 
     def close(self) -> None:
+        self.health.close()
         self.clips.close()
         self.programmes.close()
         self.uploader.close()
@@ -175,7 +199,9 @@ def assemble(
     )
     sweeper = Sweeper(catalog=catalog, store=store, now=now)
     playback = Playback(
-        store=store,
+        store=store.impatient(
+            timeout_s=INTERACTIVE_STORE_TIMEOUT_S, attempts=INTERACTIVE_STORE_ATTEMPTS
+        ),
         catalog=catalog,
         url_ttl_s=int(settings.playback_url_ttl.total_seconds()),
         public_base_url=settings.public_media_base_url,
@@ -199,6 +225,14 @@ def assemble(
             media_url=playback.media_url,
             public_media_base_url=settings.public_media_base_url,
             work_dir=settings.data_dir / "work",
+        ),
+        health=Health(
+            # The probe's client gives up after twice the wait: a probe that runs out answers
+            # "did not answer within N s" to its waiters, and holds its one thread a little more.
+            store=store.impatient(timeout_s=2 * settings.health_timeout.total_seconds()),
+            catalog=catalog,
+            embedded=embedded,
+            timeout_s=settings.health_timeout.total_seconds(),
         ),
         embedded=embedded,
     )

@@ -1,15 +1,78 @@
-"""Request and response bodies of the API."""
+"""Request and response bodies of the API, the one error shape, and the types that check what a
+peer sends (ids, names, text, times, numbers) before anything else sees it."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from fastapi import Path, Query
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+# What an id, a stream key and a rendition name look like (storage.models.new_id, the
+# catalog's stream keys, the recorder's renditions): anything else is refused at the edge with a
+# 422, so no NUL or "/" reaches a store key or a catalog query.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+STREAM_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+RENDITION_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
+# Text a person wrote (titles, descriptions): anything but control characters (tab and line
+# breaks are fine). A pattern also refuses unpaired surrogates, which no database can store.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+# The words a 422 uses for each pattern (api/edge.py).
+PATTERN_WORDS = {
+    ID_PATTERN: "an id: 1-64 letters, digits, '-' or '_'",
+    STREAM_KEY_PATTERN: "a stream key: 1-128 letters, digits, '-' or '_'",
+    RENDITION_PATTERN: "a rendition name such as source, audio or 720p",
+    TEXT_PATTERN: "text without control characters",
+}
+# Far past any listing, far below the 2^63 where a database's integer ends.
+MAX_OFFSET = 1_000_000_000
+
+PathId = Annotated[str, Path(pattern=ID_PATTERN)]
+RenditionName = Annotated[str, Path(pattern=RENDITION_PATTERN)]
+StreamKey = Annotated[str, Path(pattern=STREAM_KEY_PATTERN)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
-class RoomCreate(BaseModel):
-    title: str = Field(min_length=1, max_length=300)
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once read as UTC") from None
+
+
+# A moment in time from a peer: with a time zone (a naive time means nothing across machines),
+# read as UTC, and within the years a datetime can hold.
+Moment = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+def _text(max_length: int, *, min_length: int = 0) -> Any:
+    return Field(min_length=min_length, max_length=max_length, pattern=TEXT_PATTERN)
+
+
+class Peer(BaseModel):
+    """A body a peer sends: numbers are finite (NaN and Infinity are valid JSON to Python)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description='where, e.g. ["body", "start_at"]')
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers (4xx, 5xx) has this shape."""
+
+    detail: str = Field(description="what was wrong, in words, and what to do about it")
+    errors: list[FieldError] | None = Field(
+        None, description="each invalid part of the request (422 for a malformed request only)"
+    )
+
+
+class RoomCreate(Peer):
+    title: str = _text(300, min_length=1)
     kind: Literal["audio", "video"]
 
 
@@ -89,11 +152,11 @@ class AdminRecordingPage(BaseModel):
     offset: int
 
 
-class HoldIn(BaseModel):
-    reason: str = Field("", max_length=500)
+class HoldIn(Peer):
+    reason: str = Field("", max_length=500, pattern=TEXT_PATTERN)
 
 
-class ExtendIn(BaseModel):
+class ExtendIn(Peer):
     hours: float = Field(gt=0, le=24 * 366, description="added to the current expiry")
 
 
@@ -116,12 +179,12 @@ class SweepOut(BaseModel):
     seconds: float
 
 
-class ClipCreate(BaseModel):
-    title: str = Field(min_length=1, max_length=300)
+class ClipCreate(Peer):
+    title: str = _text(300, min_length=1)
     start_s: float | None = Field(None, description="seconds into the recording")
     end_s: float | None = None
-    start_at: datetime | None = Field(None, description="or wall-clock times, with a time zone")
-    end_at: datetime | None = None
+    start_at: Moment | None = Field(None, description="or wall-clock times, with a time zone")
+    end_at: Moment | None = None
 
 
 class ClipSource(BaseModel):
@@ -146,22 +209,24 @@ class ClipOut(BaseModel):
     source: ClipSource
 
 
-class ProgrammeIn(BaseModel):
-    title: str = Field(min_length=1, max_length=300)
-    description: str = Field("", max_length=4000)
-    author: str = Field("", max_length=200)
+class ProgrammeIn(Peer):
+    title: str = _text(300, min_length=1)
+    description: str = Field("", max_length=4000, pattern=TEXT_PATTERN)
+    author: str = Field("", max_length=200, pattern=TEXT_PATTERN)
     language: str = Field("en", pattern=r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
     explicit: bool = False
-    category: str = Field("Society & Culture", max_length=100, description='e.g. "Technology"')
+    category: str = Field(
+        "Society & Culture", max_length=100, pattern=TEXT_PATTERN, description='e.g. "Technology"'
+    )
 
 
-class ProgrammePatch(BaseModel):
-    title: str | None = Field(None, min_length=1, max_length=300)
-    description: str | None = Field(None, max_length=4000)
-    author: str | None = Field(None, max_length=200)
+class ProgrammePatch(Peer):
+    title: str | None = Field(None, min_length=1, max_length=300, pattern=TEXT_PATTERN)
+    description: str | None = Field(None, max_length=4000, pattern=TEXT_PATTERN)
+    author: str | None = Field(None, max_length=200, pattern=TEXT_PATTERN)
     language: str | None = Field(None, pattern=r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
     explicit: bool | None = None
-    category: str | None = Field(None, max_length=100)
+    category: str | None = Field(None, max_length=100, pattern=TEXT_PATTERN)
 
 
 class ProgrammeOut(BaseModel):
@@ -177,12 +242,15 @@ class ProgrammeOut(BaseModel):
     feed_url: str
 
 
-class EpisodeIn(BaseModel):
-    title: str = Field(min_length=1, max_length=300)
-    description: str = Field("", max_length=4000)
-    clips: list[str] = Field(min_length=1, description="clip ids, in order")
-    intro_clip: str | None = None
-    outro_clip: str | None = None
+ClipId = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class EpisodeIn(Peer):
+    title: str = _text(300, min_length=1)
+    description: str = Field("", max_length=4000, pattern=TEXT_PATTERN)
+    clips: list[ClipId] = Field(min_length=1, max_length=500, description="clip ids, in order")
+    intro_clip: ClipId | None = None
+    outro_clip: ClipId | None = None
     crossfade_s: float = Field(1.0, ge=0, le=10)
 
 
@@ -203,3 +271,29 @@ class EpisodeOut(BaseModel):
     playback_url: str | None = Field(description="HLS audio for the web player")
     chapters: list[dict]
     recipe: dict | None
+
+
+class StoreHealth(BaseModel):
+    endpoint: str | None
+    bucket: str
+    embedded: bool
+    ok: bool
+    latency_ms: float = Field(description="how long the probe took (or was waited for)")
+    error: str | None = None
+    pid: int | None = Field(None, description="the embedded store's process, if it runs one")
+    restarts: int | None = None
+
+
+class CatalogHealth(BaseModel):
+    backend: str
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    store: StoreHealth
+    catalog: CatalogHealth
+    detail: str | None = Field(None, description="what is down, when degraded (503)")

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     rtmp_host: str = "127.0.0.1"
     rtmp_port: int = Field(1935, ge=1, le=65535)
+
+    # -- limits on peer input (README "Limits on peer input"): each is answered in words -------
     # What an RTMP peer may hold and take before its publish is accepted, and once it is
     # (ingest/limits.py says why each default; README "Limits on peer input").
     rtmp_max_connections: int = Field(RtmpLimits.max_connections, ge=1)
@@ -89,11 +91,23 @@ class Settings(BaseSettings):
     rtmp_max_pending_messages: int = Field(RtmpLimits.max_pending_messages, ge=8)
     rtmp_max_message_mb: int = Field(16, ge=1, le=16)
     rtmp_max_buffer_mb: int = Field(RtmpLimits.max_buffered_bytes >> 20, ge=1)
+    # What an HTTP client may send (api/edge.py): a JSON body, an artwork upload (the domain
+    # refuses more than 10 MB whatever this says), and how long a body may take to arrive whole
+    # (a body trickled a byte at a time holds a connection and a buffer). Answered 413 and 408,
+    # before the endpoint runs; an HTTP push (`/ingest/{key}`) is a live stream, not limited here.
+    max_json_body_kb: int = Field(64, ge=1, le=16384)
+    max_artwork_mb: int = Field(5, ge=1, le=10)
+    body_timeout: Duration = timedelta(seconds=30)
+    # -- end of limits on peer input -----------------------------------------------------------
+
     # The embedded store's S3 port (only used when no S3 endpoint is configured).
     store_port: int = Field(8333, ge=1, le=65535)
     bucket: str = "afterlive"
     # How others reach this API (podcast feeds need absolute URLs); default: the API address.
     public_url: str | None = None
+    # How publishers reach RTMP ingest (the `rtmp_url` of a room, before its key); default:
+    # rtmp://<AFTERLIVE_RTMP_HOST, a wildcard read as loopback>:<AFTERLIVE_RTMP_PORT>/live.
+    public_rtmp_url: str | None = None
     # Where players fetch media from, when a CDN or public bucket sits in front of the store.
     public_media_base_url: str | None = None
     # How long a presigned media URL handed to a player stays valid. The catch-up page reloads
@@ -133,6 +147,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     database_url: str | None = None
     log_level: str = "INFO"
+    # /healthz answers within this long whatever the store or catalog does (a probe that takes
+    # longer reports the part as down, "did not answer within N s").
+    health_timeout: Duration = timedelta(seconds=1.5)
 
     s3_endpoint_url: str | None = Field(
         None, validation_alias=AliasChoices("AFTERLIVE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
@@ -225,6 +242,31 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("public_rtmp_url")
+    @classmethod
+    def _rtmp_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.match(r"^rtmps?://[^/\s]+", value):
+            raise ValueError(
+                "must be an rtmp:// or rtmps:// URL, e.g. rtmp://live.example.com/live"
+            )
+        return value.rstrip("/")
+
+    @field_validator("body_timeout")
+    @classmethod
+    def _body_time(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(minutes=10):
+            raise ValueError("between 1 s and 10 min")
+        return value
+
+    @field_validator("health_timeout")
+    @classmethod
+    def _health_time(cls, value: timedelta) -> timedelta:
+        if not timedelta(milliseconds=100) <= value <= timedelta(seconds=10):
+            raise ValueError("between 100 ms and 10 s (probes wait this long for an answer)")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -246,10 +288,17 @@ class Settings(BaseSettings):
         return self.public_url or self.local_api_url
 
     @property
+    def rtmp_url(self) -> str:
+        """Where publishers send RTMP (a room's key follows): AFTERLIVE_PUBLIC_RTMP_URL, or where
+        RTMP listens (a wildcard host read as loopback). Never from a request's headers."""
+        if self.public_rtmp_url:
+            return self.public_rtmp_url
+        return f"rtmp://{_reachable(self.rtmp_host)}:{self.rtmp_port}/live"
+
+    @property
     def local_api_url(self) -> str:
         """Where this machine reaches the API (the CLI's commands go there)."""
-        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
-        return f"http://{host}:{self.api_port}"
+        return f"http://{_reachable(self.api_host)}:{self.api_port}"
 
     @property
     def rtmp_limits(self) -> RtmpLimits:
@@ -290,6 +339,13 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as fh:
             fh.write(token + "\n")
         return token
+
+
+def _reachable(host: str) -> str:
+    """A listen address as a URL host: a wildcard read as loopback, IPv6 in brackets."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def load_settings(**overrides: Any) -> Settings:

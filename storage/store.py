@@ -20,7 +20,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -197,6 +197,21 @@ class ObjectStore:
             Key=key,
             Tagging={"TagSet": [{"Key": lifecycle.TAG_KEY, "Value": value}]},
         )
+
+    def impatient(self, *, timeout_s: float, attempts: int = 1) -> ObjectStore:
+        """The same bucket through a client that gives up sooner: `timeout_s` to connect and
+        between bytes, `attempts` tries. For callers who answer a person now (health, playlists);
+        uploads keep the patient client, whose four tries of 30 s last two minutes against a
+        hung store. Operations are counted with this store's."""
+        config = replace(
+            self.config,
+            connect_timeout_s=timeout_s,
+            read_timeout_s=timeout_s,
+            max_attempts=attempts,
+        )
+        other = ObjectStore(config)
+        other.requests, other.failures = self.requests, self.failures
+        return other
 
     def ping(self) -> None:
         """Raise unless the bucket answers."""

@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
-from starlette.concurrency import run_in_threadpool
+from fastapi import HTTPException, Query, status
 
-from api.deps import CurrentAdmin, RuntimeDep
+from api.deps import CurrentAdmin, RuntimeDep, catalog_work, store_work
+from api.edge import edge_router
 from api.schemas import (
+    ID_PATTERN,
     AdminRecording,
     AdminRecordingPage,
     AuditOut,
     ExtendIn,
     HoldIn,
+    Moment,
+    Offset,
+    PathId,
     SweepOut,
 )
 from storage.catalog import RecordingView, RetentionConflict
 from storage.models import AuditEvent
 from storage.sweeper import SweepReport
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = edge_router(prefix="/api/admin", tags=["admin"])
 
-STATUSES = ("live", "ended", "deleting", "expired", "taken_down")
+Status = Literal["live", "ended", "deleting", "expired", "taken_down"]
+_CHANGE = {
+    404: {"description": "no such recording"},
+    409: {"description": "the change does not fit the recording's state (the detail says why)"},
+}
 
 
 def admin_recording(view: RecordingView, now: datetime) -> AdminRecording:
@@ -56,17 +64,14 @@ def audit_out(event: AuditEvent) -> AuditOut:
 async def list_recordings(
     _admin: CurrentAdmin,
     runtime: RuntimeDep,
-    expiring_before: datetime | None = None,
-    status_: Annotated[str | None, Query(alias="status")] = None,
+    expiring_before: Annotated[Moment | None, Query()] = None,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> AdminRecordingPage:
     """Every recording, soonest expiry first, with its size: what will go, and when."""
-    if status_ is not None and status_ not in STATUSES:
-        raise HTTPException(422, f"status must be one of {', '.join(STATUSES)}")
-    if expiring_before is not None and expiring_before.tzinfo is None:
-        raise HTTPException(422, "expiring_before needs a time zone, e.g. 2026-11-22T12:00:00Z")
-    views, total = await run_in_threadpool(
+    views, total = await catalog_work(
+        runtime,
         runtime.catalog.retention_listing,
         expiring_before=expiring_before,
         status=status_,
@@ -80,13 +85,14 @@ async def list_recordings(
 
 
 async def _change(runtime, recording_id: str, action, **kwargs) -> AdminRecording:
+    # Store work: with the lifecycle safety net on, a hold or release retags every object.
     try:
-        await run_in_threadpool(action, recording_id, **kwargs)
+        await store_work(runtime, action, recording_id, **kwargs)
     except KeyError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no recording {recording_id}") from None
     except RetentionConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    return await run_in_threadpool(admin_view, runtime, recording_id)
+    return await catalog_work(runtime, admin_view, runtime, recording_id)
 
 
 def admin_view(runtime, recording_id: str, _changed: object = None) -> AdminRecording:
@@ -94,33 +100,33 @@ def admin_view(runtime, recording_id: str, _changed: object = None) -> AdminReco
     return admin_recording(view, runtime.catalog.now())
 
 
-@router.post("/recordings/{recording_id}/hold", responses={404: {}, 409: {}})
+@router.post("/recordings/{recording_id}/hold", responses=_CHANGE)
 async def hold(
-    recording_id: str, admin: CurrentAdmin, runtime: RuntimeDep, body: HoldIn | None = None
+    recording_id: PathId, admin: CurrentAdmin, runtime: RuntimeDep, body: HoldIn | None = None
 ) -> AdminRecording:
     """A legal or moderation hold: the recording does not expire until released."""
     reason = body.reason if body else ""
     return await _change(runtime, recording_id, runtime.retention.hold, actor=admin, reason=reason)
 
 
-@router.post("/recordings/{recording_id}/release", responses={404: {}, 409: {}})
-async def release(recording_id: str, admin: CurrentAdmin, runtime: RuntimeDep) -> AdminRecording:
+@router.post("/recordings/{recording_id}/release", responses=_CHANGE)
+async def release(recording_id: PathId, admin: CurrentAdmin, runtime: RuntimeDep) -> AdminRecording:
     """End a hold: it expires at the later of its expiry and one hour from now."""
     return await _change(runtime, recording_id, runtime.retention.release, actor=admin)
 
 
-@router.post("/recordings/{recording_id}/extend", responses={404: {}, 409: {}})
+@router.post("/recordings/{recording_id}/extend", responses=_CHANGE)
 async def extend(
-    recording_id: str, body: ExtendIn, admin: CurrentAdmin, runtime: RuntimeDep
+    recording_id: PathId, body: ExtendIn, admin: CurrentAdmin, runtime: RuntimeDep
 ) -> AdminRecording:
     return await _change(
         runtime, recording_id, runtime.retention.extend, actor=admin, hours=body.hours
     )
 
 
-@router.delete("/recordings/{recording_id}", responses={404: {}, 409: {}})
+@router.delete("/recordings/{recording_id}", responses=_CHANGE)
 async def take_down(
-    recording_id: str,
+    recording_id: PathId,
     admin: CurrentAdmin,
     runtime: RuntimeDep,
     include_derived: bool = False,
@@ -142,12 +148,12 @@ async def take_down(
 async def audit_log(
     _admin: CurrentAdmin,
     runtime: RuntimeDep,
-    recording_id: str | None = None,
+    recording_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditOut]:
     """Every expiry, hold, release, extension and takedown, newest first."""
-    events = await run_in_threadpool(
-        runtime.catalog.audit_log, recording_id=recording_id, limit=limit
+    events = await catalog_work(
+        runtime, runtime.catalog.audit_log, recording_id=recording_id, limit=limit
     )
     return [audit_out(e) for e in events]
 
@@ -155,7 +161,7 @@ async def audit_log(
 @router.post("/sweep")
 async def sweep(_admin: CurrentAdmin, runtime: RuntimeDep, dry_run: bool = False) -> SweepOut:
     """Run the retention sweep now (it also runs every minute)."""
-    report = await run_in_threadpool(runtime.retention.sweep, dry_run=dry_run)
+    report = await store_work(runtime, runtime.retention.sweep, dry_run=dry_run)
     return sweep_out(report, dry_run)
 
 

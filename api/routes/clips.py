@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
-from starlette.concurrency import run_in_threadpool
+from fastapi import HTTPException, Request, Response, status
 
-from api.deps import CurrentCreator, RuntimeDep
+from api.deps import CurrentCreator, RuntimeDep, api_link, catalog_work, store_work
+from api.edge import edge_router
 from api.playback import check_playable
 from api.routes.recordings import _PLAYLIST_RESPONSES, _playlist
-from api.schemas import ClipCreate, ClipOut, ClipSource
+from api.schemas import ClipCreate, ClipOut, ClipSource, PathId, RenditionName
 from storage import keys as K
 from storage.catalog import RecordingGone, RetentionConflict
 from storage.models import Clip, Job
 from transcode.clipper import ClipRangeError
 
-router = APIRouter(tags=["clips"])
+router = edge_router(tags=["clips"])
+
+_CLIP_PLAYLIST_RESPONSES = _PLAYLIST_RESPONSES | {
+    404: {"description": "no such clip"},
+    409: {"description": "the clip is not done yet"},
+    410: {"description": "the clip was taken down"},
+}
 
 
 def clip_out(clip: Clip, job: Job | None, request: Request, runtime) -> ClipOut:
@@ -31,13 +37,13 @@ def clip_out(clip: Clip, job: Job | None, request: Request, runtime) -> ClipOut:
         end_s=clip.end_s,
         duration_s=clip.duration_s,
         created_at=clip.created_at,
-        status_url=str(request.url_for("get_clip", clip_id=clip.id)),
-        playback_url=str(request.url_for("clip_master", clip_id=clip.id)) if done else None,
+        status_url=api_link(request, "get_clip", clip_id=clip.id),
+        playback_url=api_link(request, "clip_master", clip_id=clip.id) if done else None,
         audio_url=runtime.playback.media_url(K.clip_audio(clip.id)) if done else None,
         source=ClipSource(
             recording_id=clip.recording_id,
             available=available,
-            playback_url=str(request.url_for("master_playlist", recording_id=clip.recording_id))
+            playback_url=api_link(request, "master_playlist", recording_id=clip.recording_id)
             if available
             else None,
         ),
@@ -47,10 +53,16 @@ def clip_out(clip: Clip, job: Job | None, request: Request, runtime) -> ClipOut:
 @router.post(
     "/api/recordings/{recording_id}/clips",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={403: {}, 404: {}, 409: {}, 410: {}, 422: {}},
+    responses={
+        403: {"description": "another creator's recording"},
+        404: {"description": "no such recording"},
+        409: {"description": "the recording is being deleted"},
+        410: {"description": "the recording expired or was taken down"},
+        422: {"description": "a malformed request, or a range outside the recording"},
+    },
 )
 async def create_clip(
-    recording_id: str,
+    recording_id: PathId,
     body: ClipCreate,
     creator: CurrentCreator,
     runtime: RuntimeDep,
@@ -81,7 +93,7 @@ async def create_clip(
         return clip_out(clip, job, request, runtime)
 
     try:
-        return await run_in_threadpool(create)
+        return await catalog_work(runtime, create)
     except ClipRangeError as exc:
         raise HTTPException(422, str(exc)) from None
     except RecordingGone as exc:
@@ -103,34 +115,42 @@ async def list_clips(
             out.append(clip_out(clip, job, request, runtime))
         return out
 
-    return await run_in_threadpool(listing)
+    return await catalog_work(runtime, listing)
 
 
-@router.get("/api/clips/{clip_id}", responses={403: {}, 404: {}})
+@router.get(
+    "/api/clips/{clip_id}",
+    responses={
+        403: {"description": "another creator's clip"},
+        404: {"description": "no such clip"},
+    },
+)
 async def get_clip(
-    clip_id: str, creator: CurrentCreator, runtime: RuntimeDep, request: Request
+    clip_id: PathId, creator: CurrentCreator, runtime: RuntimeDep, request: Request
 ) -> ClipOut:
-    found = await run_in_threadpool(runtime.catalog.clip_and_job, clip_id)
+    found = await catalog_work(runtime, runtime.catalog.clip_and_job, clip_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no clip {clip_id}")
     clip, job = found
     if clip.creator_id != creator.id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this clip belongs to another creator")
-    return await run_in_threadpool(clip_out, clip, job, request, runtime)
+    return await catalog_work(runtime, clip_out, clip, job, request, runtime)
 
 
 @router.get(
-    "/api/clips/{clip_id}/master.m3u8", response_class=Response, responses=_PLAYLIST_RESPONSES
+    "/api/clips/{clip_id}/master.m3u8",
+    response_class=Response,
+    responses=_CLIP_PLAYLIST_RESPONSES,
 )
-async def clip_master(clip_id: str, runtime: RuntimeDep) -> Response:
+async def clip_master(clip_id: PathId, runtime: RuntimeDep) -> Response:
     """A finished clip's master playlist (public, like recordings)."""
-    return _playlist(await run_in_threadpool(runtime.playback.clip_master, clip_id))
+    return _playlist(await store_work(runtime, runtime.playback.clip_master, clip_id))
 
 
 @router.get(
     "/api/clips/{clip_id}/{rendition}/index.m3u8",
     response_class=Response,
-    responses=_PLAYLIST_RESPONSES,
+    responses=_CLIP_PLAYLIST_RESPONSES,
 )
-async def clip_media(clip_id: str, rendition: str, runtime: RuntimeDep) -> Response:
-    return _playlist(await run_in_threadpool(runtime.playback.clip_media, clip_id, rendition))
+async def clip_media(clip_id: PathId, rendition: RenditionName, runtime: RuntimeDep) -> Response:
+    return _playlist(await store_work(runtime, runtime.playback.clip_media, clip_id, rendition))

@@ -8,23 +8,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from starlette.requests import ClientDisconnect
 
 from api.deps import RuntimeDep
-from api.schemas import PushResult
+from api.edge import BodyLimit, body_limit, edge_router
+from api.schemas import PushResult, StreamKey
 from ingest.errors import ProtocolError, PublishEnded, PublishRefused, TakenDown
 from ingest.recorder import CLEAN_END
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["ingest"])
+router = edge_router(tags=["ingest"])
 
 
-@router.api_route(
-    "/ingest/{stream_key}",
-    methods=["PUT", "POST"],
-    name="http_push",
-    responses={
+_PUSH = {
+    "name": "http_push",
+    "responses": {
         403: {"description": "unknown or revoked stream key"},
         409: {"description": "the key is already live"},
         410: {"description": "the live was taken down by an admin while it was pushed"},
@@ -32,8 +31,20 @@ router = APIRouter(tags=["ingest"])
         503: {"description": "the node takes no new live now (limit, uploads behind, disk)"},
         507: {"description": "the node's spool disk filled up: the recording ended there"},
     },
-)
-async def http_push(stream_key: str, request: Request, runtime: RuntimeDep) -> PushResult:
+    "openapi_extra": {
+        "requestBody": {
+            "content": {"video/mp2t": {"schema": {"type": "string", "format": "binary"}}}
+        }
+    },
+}
+
+
+# One route per method: OpenAPI wants an operation id of each.
+@router.put("/ingest/{stream_key}", **_PUSH)
+@router.post("/ingest/{stream_key}", **_PUSH)
+# A live stream: as long as the live lasts, and its key is checked before its first byte.
+@body_limit(BodyLimit.STREAM)
+async def http_push(stream_key: StreamKey, request: Request, runtime: RuntimeDep) -> PushResult:
     """Publish a live MPEG-TS stream (H.264/AAC or AAC) as the request body, chunked.
 
     The answer comes when the body ends and the recording is finalised.

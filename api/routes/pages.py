@@ -7,12 +7,13 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import HTTPException, Request, status
 from fastapi.responses import FileResponse, Response
 
 from api.assets import WEB_DIR, default_assets_dir, hls_js_path
+from api.edge import edge_router
 
-router = APIRouter(include_in_schema=False, tags=["pages"])
+router = edge_router(include_in_schema=False, tags=["pages"])
 
 STATIC_DIR = WEB_DIR / "static"
 # Files keep stable names across releases, so browsers revalidate them (a 304 is cheap)

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.responses import RedirectResponse
-from starlette.concurrency import run_in_threadpool
+from typing import Literal
 
-from api.deps import CurrentCreator, RuntimeDep
-from api.programmes import EpisodeRefused
+from fastapi import HTTPException, Request, Response, status
+from fastapi.responses import RedirectResponse
+
+from api.deps import CurrentCreator, RuntimeDep, catalog_work, store_work
+from api.edge import BodyLimit, body_limit, edge_router
+from api.programmes import ARTWORK_TYPES, EpisodeRefused
 from api.routes.recordings import _PLAYLIST_RESPONSES, _playlist
-from api.schemas import EpisodeIn, EpisodeOut, ProgrammeIn, ProgrammeOut, ProgrammePatch
+from api.schemas import (
+    EpisodeIn,
+    EpisodeOut,
+    PathId,
+    ProgrammeIn,
+    ProgrammeOut,
+    ProgrammePatch,
+)
 from storage.models import Episode, Programme
 
-router = APIRouter(tags=["programmes"])
+router = edge_router(tags=["programmes"])
 
 FEED_TYPE = "application/rss+xml; charset=utf-8"
+_OWN = {
+    403: {"description": "another creator's programme"},
+    404: {"description": "no such programme"},
+}
+_REDIRECT = {302: {"description": "to the file in the store (or under the public media URL)"}}
 
 
 def programme_out(programme: Programme, runtime) -> ProgrammeOut:
@@ -76,7 +90,7 @@ async def create_programme(
         runtime.programmes.write_feed(programme.id)
         return programme_out(programme, runtime)
 
-    return await run_in_threadpool(create)
+    return await store_work(runtime, create)
 
 
 @router.get("/api/programmes")
@@ -84,21 +98,21 @@ async def list_programmes(creator: CurrentCreator, runtime: RuntimeDep) -> list[
     def listing() -> list[ProgrammeOut]:
         return [programme_out(p, runtime) for p in runtime.catalog.programmes_of(creator.id)]
 
-    return await run_in_threadpool(listing)
+    return await catalog_work(runtime, listing)
 
 
-@router.get("/api/programmes/{programme_id}", responses={403: {}, 404: {}})
+@router.get("/api/programmes/{programme_id}", responses=_OWN)
 async def get_programme(
-    programme_id: str, creator: CurrentCreator, runtime: RuntimeDep
+    programme_id: PathId, creator: CurrentCreator, runtime: RuntimeDep
 ) -> ProgrammeOut:
-    return await run_in_threadpool(
-        lambda: programme_out(_own(runtime, programme_id, creator), runtime)
+    return await catalog_work(
+        runtime, lambda: programme_out(_own(runtime, programme_id, creator), runtime)
     )
 
 
-@router.patch("/api/programmes/{programme_id}", responses={403: {}, 404: {}})
+@router.patch("/api/programmes/{programme_id}", responses=_OWN)
 async def update_programme(
-    programme_id: str, body: ProgrammePatch, creator: CurrentCreator, runtime: RuntimeDep
+    programme_id: PathId, body: ProgrammePatch, creator: CurrentCreator, runtime: RuntimeDep
 ) -> ProgrammeOut:
     def update() -> ProgrammeOut:
         _own(runtime, programme_id, creator)
@@ -107,29 +121,47 @@ async def update_programme(
         runtime.programmes.write_feed(programme_id)
         return programme_out(programme, runtime)
 
-    return await run_in_threadpool(update)
+    return await store_work(runtime, update)
 
 
 @router.delete(
     "/api/programmes/{programme_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={403: {}, 404: {}},
+    responses=_OWN,
 )
-async def delete_programme(programme_id: str, creator: CurrentCreator, runtime: RuntimeDep) -> None:
+async def delete_programme(
+    programme_id: PathId, creator: CurrentCreator, runtime: RuntimeDep
+) -> None:
     """The programme, its episodes and its feed, from the catalog and the store."""
 
     def delete() -> None:
         runtime.programmes.delete(_own(runtime, programme_id, creator))
 
-    await run_in_threadpool(delete)
+    await store_work(runtime, delete)
 
 
-@router.put("/api/programmes/{programme_id}/artwork", responses={403: {}, 404: {}, 422: {}})
+_IMAGE = {"schema": {"type": "string", "format": "binary"}}
+
+
+@router.put(
+    "/api/programmes/{programme_id}/artwork",
+    responses=_OWN | {422: {"description": "not a JPEG or PNG image"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {media: _IMAGE for _, media in ARTWORK_TYPES.values()},
+        }
+    },
+)
+@body_limit(BodyLimit.ARTWORK)
 async def put_artwork(
-    programme_id: str, request: Request, creator: CurrentCreator, runtime: RuntimeDep
+    programme_id: PathId, request: Request, creator: CurrentCreator, runtime: RuntimeDep
 ) -> ProgrammeOut:
     """The programme's artwork: the request body is the JPEG or PNG image (square, 1400-3000
-    px for Apple Podcasts)."""
+    px for Apple Podcasts; at most AFTERLIVE_MAX_ARTWORK_MB)."""
+    # Whose programme it is, before the image is read: another creator's upload is refused
+    # before its first byte, like one without a token.
+    await catalog_work(runtime, _own, runtime, programme_id, creator)
     data = await request.body()
 
     def store() -> ProgrammeOut:
@@ -140,21 +172,35 @@ async def put_artwork(
             raise HTTPException(422, str(exc)) from None
         return programme_out(programme, runtime)
 
-    return await run_in_threadpool(store)
+    return await store_work(runtime, store)
 
 
-@router.get("/api/programmes/{programme_id}/artwork", responses={404: {}})
-async def get_artwork(programme_id: str, runtime: RuntimeDep) -> RedirectResponse:
-    programme = await run_in_threadpool(runtime.catalog.programme, programme_id)
+@router.get(
+    "/api/programmes/{programme_id}/artwork",
+    response_class=RedirectResponse,
+    status_code=302,
+    responses=_REDIRECT | {404: {"description": "no such programme, or no artwork"}},
+)
+async def get_artwork(programme_id: PathId, runtime: RuntimeDep) -> RedirectResponse:
+    programme = await catalog_work(runtime, runtime.catalog.programme, programme_id)
     if programme is None or not programme.artwork_key:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no artwork for programme {programme_id}")
     return RedirectResponse(runtime.playback.media_url(programme.artwork_key), status_code=302)
 
 
-@router.api_route(
-    "/api/programmes/{programme_id}/feed.xml", methods=["GET", "HEAD"], responses={404: {}}
-)
-async def feed(programme_id: str, runtime: RuntimeDep) -> Response:
+_FEED = {
+    "response_class": Response,
+    "responses": {
+        200: {"content": {FEED_TYPE: {"schema": {"type": "string"}}}, "description": "RSS"},
+        404: {"description": "no such programme"},
+    },
+}
+
+
+# One route per method: OpenAPI wants an operation id of each.
+@router.get("/api/programmes/{programme_id}/feed.xml", **_FEED)
+@router.head("/api/programmes/{programme_id}/feed.xml", **_FEED)
+async def feed(programme_id: PathId, runtime: RuntimeDep) -> Response:
     """The podcast feed (RSS 2.0 + iTunes): public; subscribe to this URL."""
 
     def render() -> bytes:
@@ -163,17 +209,21 @@ async def feed(programme_id: str, runtime: RuntimeDep) -> Response:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no programme {programme_id}")
         return runtime.programmes.feed(programme)
 
-    body = await run_in_threadpool(render)
+    body = await catalog_work(runtime, render)
     return Response(body, media_type=FEED_TYPE, headers={"Cache-Control": "public, max-age=60"})
 
 
 @router.post(
     "/api/programmes/{programme_id}/episodes",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={403: {}, 404: {}, 422: {}},
+    responses={
+        403: {"description": "another creator's programme or clip"},
+        404: {"description": "no such programme"},
+        422: {"description": "a malformed request, or clips that cannot make an episode"},
+    },
 )
 async def create_episode(
-    programme_id: str, body: EpisodeIn, creator: CurrentCreator, runtime: RuntimeDep
+    programme_id: PathId, body: EpisodeIn, creator: CurrentCreator, runtime: RuntimeDep
 ) -> EpisodeOut:
     """Render clips (in order, with an optional intro and outro) into an episode: a job."""
 
@@ -189,22 +239,30 @@ async def create_episode(
             raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
         return episode_out(episode, runtime)
 
-    return await run_in_threadpool(create)
+    return await catalog_work(runtime, create)
 
 
-@router.get("/api/programmes/{programme_id}/episodes", responses={403: {}, 404: {}})
+@router.get("/api/programmes/{programme_id}/episodes", responses=_OWN)
 async def list_episodes(
-    programme_id: str, creator: CurrentCreator, runtime: RuntimeDep
+    programme_id: PathId, creator: CurrentCreator, runtime: RuntimeDep
 ) -> list[EpisodeOut]:
     def listing() -> list[EpisodeOut]:
         _own(runtime, programme_id, creator)
         return [episode_out(e, runtime) for e in runtime.catalog.episodes_of(programme_id)]
 
-    return await run_in_threadpool(listing)
+    return await catalog_work(runtime, listing)
 
 
-@router.get("/api/episodes/{episode_id}", responses={403: {}, 404: {}})
-async def get_episode(episode_id: str, creator: CurrentCreator, runtime: RuntimeDep) -> EpisodeOut:
+@router.get(
+    "/api/episodes/{episode_id}",
+    responses={
+        403: {"description": "another creator's episode"},
+        404: {"description": "no such episode"},
+    },
+)
+async def get_episode(
+    episode_id: PathId, creator: CurrentCreator, runtime: RuntimeDep
+) -> EpisodeOut:
     def get() -> EpisodeOut:
         episode = runtime.catalog.episode(episode_id)
         if episode is None:
@@ -212,7 +270,7 @@ async def get_episode(episode_id: str, creator: CurrentCreator, runtime: Runtime
         _own(runtime, episode.programme_id, creator)
         return episode_out(episode, runtime)
 
-    return await run_in_threadpool(get)
+    return await catalog_work(runtime, get)
 
 
 def _published(runtime, episode_id: str) -> Episode:
@@ -222,10 +280,18 @@ def _published(runtime, episode_id: str) -> Episode:
     return episode
 
 
-@router.api_route(
-    "/api/episodes/{episode_id}/audio.{ext}", methods=["GET", "HEAD"], responses={404: {}}
-)
-async def episode_audio(episode_id: str, ext: str, runtime: RuntimeDep) -> RedirectResponse:
+_AUDIO = {
+    "response_class": RedirectResponse,
+    "status_code": 302,
+    "responses": _REDIRECT | {404: {"description": "no such published episode, or no such file"}},
+}
+
+
+@router.get("/api/episodes/{episode_id}/audio.{ext}", **_AUDIO)
+@router.head("/api/episodes/{episode_id}/audio.{ext}", **_AUDIO)
+async def episode_audio(
+    episode_id: PathId, ext: Literal["mp3", "m4a"], runtime: RuntimeDep
+) -> RedirectResponse:
     """A stable URL for the feed's enclosure: redirects to the file in the store."""
 
     def locate() -> str:
@@ -235,17 +301,17 @@ async def episode_audio(episode_id: str, ext: str, runtime: RuntimeDep) -> Redir
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {ext} for episode {episode_id}")
         return runtime.playback.media_url(keys[ext])
 
-    return RedirectResponse(await run_in_threadpool(locate), status_code=302)
+    return RedirectResponse(await catalog_work(runtime, locate), status_code=302)
 
 
 @router.get(
     "/api/episodes/{episode_id}/hls/index.m3u8",
     response_class=Response,
-    responses=_PLAYLIST_RESPONSES,
+    responses=_PLAYLIST_RESPONSES | {404: {"description": "no such published episode"}},
 )
-async def episode_playlist(episode_id: str, runtime: RuntimeDep) -> Response:
+async def episode_playlist(episode_id: PathId, runtime: RuntimeDep) -> Response:
     def playlist():
         episode = _published(runtime, episode_id)
         return runtime.playback.kept_media((episode.rendered or {})["hls_key"])
 
-    return _playlist(await run_in_threadpool(playlist))
+    return _playlist(await store_work(runtime, playlist))

@@ -9,30 +9,44 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import Query, Request, Response
 
-from api.deps import RuntimeDep
+from api.deps import RuntimeDep, api_link, catalog_work, store_work
+from api.edge import edge_router
 from api.playback import PLAYLIST_TYPE, Playlist
-from api.schemas import RecordingDetail, RecordingOut, RecordingPage, RenditionOut
+from api.schemas import (
+    ID_PATTERN,
+    Offset,
+    PathId,
+    RecordingDetail,
+    RecordingOut,
+    RecordingPage,
+    RenditionName,
+    RenditionOut,
+)
 from storage.catalog import RecordingView
 
-router = APIRouter(prefix="/api/recordings", tags=["recordings"])
+router = edge_router(prefix="/api/recordings", tags=["recordings"])
 
 # Smaller playlists are not worth compressing (a master, a short live).
 GZIP_MIN_BYTES = 4096
 
 _PLAYLIST_RESPONSES = {
-    200: {"content": {PLAYLIST_TYPE: {}}, "description": "an HLS playlist"},
+    200: {
+        "content": {PLAYLIST_TYPE: {"schema": {"type": "string"}}},
+        "description": "an HLS playlist",
+    },
     404: {"description": "no such recording, or no media yet"},
     410: {"description": "the recording expired or was removed"},
 }
+_GONE = {404: {"description": "no such recording"}, 410: {"description": "expired or removed"}}
 
 
 def recording_out(
     view: RecordingView, request: Request, now: datetime, base: str | None = None
 ) -> RecordingOut:
-    """`base`: this API's recordings URL, to build playback URLs without a route lookup each."""
+    """`base`: this API's recordings URL, to build playback URLs without a route lookup each
+    (absolute URLs come from the settings, never from the request's Host: `api_link`)."""
     rec = view.recording
     expires_in = None
     if rec.expires_at is not None:
@@ -52,7 +66,7 @@ def recording_out(
         playback_url=(
             f"{base}/{rec.id}/master.m3u8"
             if base
-            else str(request.url_for("master_playlist", recording_id=rec.id))
+            else api_link(request, "master_playlist", recording_id=rec.id)
         ),
     )
 
@@ -62,18 +76,18 @@ async def list_recordings(
     runtime: RuntimeDep,
     request: Request,
     status: Literal["live", "ended"] | None = None,
-    room_id: str | None = None,
+    room_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> RecordingPage:
     """Live and replayable recordings, newest first; `status` narrows to one of them."""
     query = {"status": status, "room_id": room_id, "limit": limit, "offset": offset}
     page = runtime.playback.page(**query)
     if page is None:
-        page = await run_in_threadpool(lambda: runtime.playback.read_page(**query))
+        page = await catalog_work(runtime, runtime.playback.read_page, **query)
     views, total = page
     now = runtime.catalog.now()
-    base = str(request.url_for("master_playlist", recording_id="-")).removesuffix("/-/master.m3u8")
+    base = api_link(request, "master_playlist", recording_id="-").removesuffix("/-/master.m3u8")
     return RecordingPage(
         items=[recording_out(view, request, now, base) for view in views],
         total=total,
@@ -82,12 +96,12 @@ async def list_recordings(
     )
 
 
-@router.get("/{recording_id}", responses={404: {}, 410: {}})
+@router.get("/{recording_id}", responses=_GONE)
 async def get_recording(
-    recording_id: str, runtime: RuntimeDep, request: Request
+    recording_id: PathId, runtime: RuntimeDep, request: Request
 ) -> RecordingDetail:
-    view = await run_in_threadpool(runtime.playback.recording, recording_id)
-    renditions = await run_in_threadpool(runtime.catalog.renditions, recording_id)
+    view = await catalog_work(runtime, runtime.playback.recording, recording_id)
+    renditions = await catalog_work(runtime, runtime.catalog.renditions, recording_id)
     out = recording_out(view, request, runtime.catalog.now())
     return RecordingDetail(
         **out.model_dump(),
@@ -98,8 +112,8 @@ async def get_recording(
                 bandwidth=r.bandwidth,
                 width=r.width,
                 height=r.height,
-                playlist_url=str(
-                    request.url_for("media_playlist", recording_id=recording_id, rendition=r.name)
+                playlist_url=api_link(
+                    request, "media_playlist", recording_id=recording_id, rendition=r.name
                 ),
             )
             for r in renditions
@@ -108,11 +122,11 @@ async def get_recording(
 
 
 @router.get("/{recording_id}/master.m3u8", response_class=Response, responses=_PLAYLIST_RESPONSES)
-async def master_playlist(recording_id: str, runtime: RuntimeDep) -> Response:
+async def master_playlist(recording_id: PathId, runtime: RuntimeDep) -> Response:
     """The master playlist: open this URL in any HLS player."""
     playlist = runtime.playback.cached_master(recording_id)
     if playlist is None:
-        playlist = await run_in_threadpool(runtime.playback.master, recording_id)
+        playlist = await store_work(runtime, runtime.playback.master, recording_id)
     return _playlist(playlist)
 
 
@@ -122,14 +136,14 @@ async def master_playlist(recording_id: str, runtime: RuntimeDep) -> Response:
     responses=_PLAYLIST_RESPONSES,
 )
 async def media_playlist(
-    recording_id: str, rendition: str, runtime: RuntimeDep, request: Request
+    recording_id: PathId, rendition: RenditionName, runtime: RuntimeDep, request: Request
 ) -> Response:
     """A media playlist whose segment URIs point straight into the store."""
     gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
     playlist = runtime.playback.cached_media(recording_id, rendition)
     if playlist is None or (gzip_ok and not playlist.has_gzipped):
-        playlist = await run_in_threadpool(
-            _media_and_gzip, runtime, recording_id, rendition, gzip_ok
+        playlist = await store_work(
+            runtime, _media_and_gzip, runtime, recording_id, rendition, gzip_ok
         )
     return _playlist(playlist, gzip_ok)
 

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, status
+from fastapi import FastAPI, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentCreator, RuntimeDep
+from api.deps import CurrentCreator, RuntimeDep, store_work
+from api.edge import edge_router
 from api.playback import check_playable
+from api.schemas import PathId
 from storage.catalog import SOURCE, Catalog
 from storage.models import Segment
 from storage.store import ObjectStore
@@ -33,7 +34,7 @@ from transcode.waveform import PeakMeter, downsample
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["studio"])
+router = edge_router(tags=["studio"])
 
 # 20 ms buckets: finer than any canvas shows a whole recording at, 1.4 MB (float32) for 2 hours.
 FINE_POINTS_PER_SECOND = 50
@@ -153,9 +154,16 @@ def waveforms_of(app: FastAPI, runtime) -> Waveforms:
         return found
 
 
-@router.get("/api/recordings/{recording_id}/waveform", responses={403: {}, 404: {}, 410: {}})
+@router.get(
+    "/api/recordings/{recording_id}/waveform",
+    responses={
+        403: {"description": "another creator's recording"},
+        404: {"description": "no such recording"},
+        410: {"description": "the recording expired or was taken down"},
+    },
+)
 async def recording_waveform(
-    recording_id: str,
+    recording_id: PathId,
     creator: CurrentCreator,
     runtime: RuntimeDep,
     request: Request,
@@ -182,4 +190,4 @@ async def recording_waveform(
             seconds_per_point=factor / FINE_POINTS_PER_SECOND,
         )
 
-    return await run_in_threadpool(build)
+    return await store_work(runtime, build)
