@@ -92,12 +92,10 @@ def _api(settings: Settings, method: str, path: str, body: dict | None = None) -
 def _local(settings: Settings) -> Iterator[Any]:
     """The runtime's retention parts without the service: store (embedded if so configured),
     catalog, sweeper."""
-    from api.runtime import assemble
-    from storage import Catalog
+    from api.runtime import assemble, open_catalog
 
     with _local_store(settings) as store:
-        catalog = Catalog(settings.catalog_url)
-        catalog.create_schema()
+        catalog = open_catalog(settings)
         runtime = assemble(settings, store=store, catalog=catalog)
         try:
             yield runtime

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import edge, metrics
+from api.jobs import RETRY_AFTER_S
 from api.playback import PlaybackError
 from api.routes import admin, clips, ingest, pages, programmes, recordings, rooms, studio
 from api.runtime import Runtime, start_runtime
@@ -18,6 +19,7 @@ from api.schemas import HealthOut
 from api.settings import Settings
 from api.version import version
 from storage import StorageError
+from storage.catalog import JobLimitReached
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -53,6 +55,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     @app.exception_handler(PlaybackError)
     async def playback_error(_request: Request, exc: PlaybackError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(JobLimitReached)
+    async def jobs_full(_request: Request, exc: JobLimitReached) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=429,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(StorageError)
     async def storage_error(_request: Request, exc: StorageError) -> JSONResponse:

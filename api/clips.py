@@ -39,9 +39,11 @@ class Clips:
         store: ObjectStore,
         work_dir: Path,
         workers: int = 1,
+        job_limit: int | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
+        self.job_limit = job_limit  # jobs queued or running per creator (episodes included)
         self.jobs = JobRunner(
             catalog=catalog,
             kind="clip",
@@ -74,6 +76,7 @@ class Clips:
         check_range(start_s, end_s, recording.media_s)
         clip, job = self.catalog.start_clip(
             creator_id=creator_id,
+            job_limit=self.job_limit,
             recording_id=recording.id,
             title=title,
             start_s=start_s,
@@ -133,6 +136,12 @@ class Clips:
 
     def _cut(self, clip: Clip, work: Path, progress: Callable[[float], None]) -> dict:
         recording = self.catalog.recording(clip.recording_id)
+        if recording is not None and recording.status not in ("live", "ended"):
+            # It waited in the queue past AFTERLIVE_JOB_PIN_MAX and the recording expired.
+            raise ClipRangeError(
+                f"recording {clip.recording_id} was {recording.status} before the job ran: "
+                "nothing left to cut"
+            )
         renditions = list(self.catalog.renditions(clip.recording_id))
         if recording is None or not renditions:
             raise ClipRangeError(f"recording {clip.recording_id} has no renditions")

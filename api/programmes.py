@@ -40,8 +40,10 @@ class Programmes:
         public_media_base_url: str | None,
         work_dir: Path,
         workers: int = 1,
+        job_limit: int | None = None,
     ) -> None:
         self.catalog = catalog
+        self.job_limit = job_limit  # jobs queued or running per creator (clips included)
         self.store = store
         self.public_url = public_url.rstrip("/")
         self.media_url = media_url
@@ -145,6 +147,8 @@ class Programmes:
                 )
         episode, job = self.catalog.start_episode(
             programme_id=programme.id,
+            creator_id=creator_id,
+            job_limit=self.job_limit,
             title=title,
             description=description,
             recipe={

@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from api.assets import ensure_hls_js_in_background
 from api.clips import Clips
 from api.health import Health
+from api.jobs import clear_work_dir
 from api.playback import Playback
 from api.programmes import Programmes
 from api.retention import Retention, start_scheduler
@@ -151,8 +152,16 @@ def start_runtime(settings: Settings) -> Runtime:
             log.info(
                 "lifecycle safety net on: recordings not held expire %d days after upload", days
             )
-        catalog = Catalog(settings.catalog_url)
-        catalog.create_schema()
+        catalog = open_catalog(settings)
+        # Before any job runs: what a killed process left of its jobs' work.
+        entries, size = clear_work_dir(settings.work_dir)
+        if entries:
+            log.warning(
+                "removed %d leftover job work director%s (%.1f MB) of a previous run",
+                entries,
+                "y" if entries == 1 else "ies",
+                size / 2**20,
+            )
         runtime = assemble(settings, store=store, catalog=catalog, embedded=embedded)
         # The catch-up page's local hls.js (its CDN copy is tried first): fetched once, by npm.
         ensure_hls_js_in_background(settings.assets_dir)
@@ -167,6 +176,13 @@ def start_runtime(settings: Settings) -> Runtime:
             embedded.stop()
         raise
     return runtime
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    """The catalog the settings name, its schema made or brought up to date."""
+    catalog = Catalog(settings.catalog_url, job_pin_max=settings.job_pin_max)
+    catalog.create_schema()
+    return catalog
 
 
 def assemble(
@@ -217,14 +233,20 @@ def assemble(
         sweeper=sweeper,
         retention=Retention(catalog=catalog, store=store, sweeper=sweeper, recorder=recorder),
         admin_token=settings.ensure_admin_token(),
-        clips=Clips(catalog=catalog, store=store, work_dir=settings.data_dir / "work"),
+        clips=Clips(
+            catalog=catalog,
+            store=store,
+            work_dir=settings.work_dir,
+            job_limit=settings.max_queued_jobs_per_creator,
+        ),
         programmes=Programmes(
             catalog=catalog,
             store=store,
             public_url=settings.api_url,
             media_url=playback.media_url,
             public_media_base_url=settings.public_media_base_url,
-            work_dir=settings.data_dir / "work",
+            work_dir=settings.work_dir,
+            job_limit=settings.max_queued_jobs_per_creator,
         ),
         health=Health(
             # The probe's client gives up after twice the wait: a probe that runs out answers

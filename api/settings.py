@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     max_json_body_kb: int = Field(64, ge=1, le=16384)
     max_artwork_mb: int = Field(5, ge=1, le=10)
     body_timeout: Duration = timedelta(seconds=30)
+    # Clip and episode jobs: how many one creator may have queued or running at once (429
+    # beyond), and how long a queued one keeps its recording from expiring.
+    max_queued_jobs_per_creator: int = Field(10, ge=1, le=1000)
+    job_pin_max: Duration = timedelta(hours=1)
     # -- end of limits on peer input -----------------------------------------------------------
 
     # The embedded store's S3 port (only used when no S3 endpoint is configured).
@@ -195,7 +199,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "publisher_timeout", "sweep_interval", "rtmp_handshake_timeout", "rtmp_publish_timeout"
+        "publisher_timeout",
+        "sweep_interval",
+        "rtmp_handshake_timeout",
+        "rtmp_publish_timeout",
+        "job_pin_max",
     )
     @classmethod
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
@@ -313,6 +321,11 @@ class Settings(BaseSettings):
             max_message_bytes=min(self.rtmp_max_message_mb << 20, (1 << 24) - 1),
             max_buffered_bytes=self.rtmp_max_buffer_mb << 20,
         )
+
+    @property
+    def work_dir(self) -> Path:
+        """Where jobs make their temporary files (cleared at start)."""
+        return self.data_dir / "work"
 
     @property
     def spool_path(self) -> Path:

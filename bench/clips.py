@@ -912,8 +912,10 @@ def run_job(catalog: Catalog, store: ObjectStore, work_dir: Path, seeded: Seeded
     load = os.getloadavg()[0]
     try:
         with mock.patch.object(api.clips, "cut_clip", timed_cut):
+            claimed = catalog.claim_job("clip")  # the queue's one job: this one
+            assert claimed is not None and claimed.id == job.id
             t0 = time.perf_counter()
-            timed.jobs.run(job.id)
+            timed.jobs.run(claimed)
             seconds = time.perf_counter() - t0
     finally:
         timed.close()

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    and_,
     bindparam,
     create_engine,
     event,
     func,
     insert,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -78,6 +80,19 @@ class RecordingGone(StorageError):
     """The recording expired or was taken down (the API answers 410)."""
 
 
+class JobLimitReached(Exception):
+    """A creator has as many jobs queued or running as the queue takes from one creator (the
+    API answers 429). Not a StorageError: the catalog is fine, the creator has to wait."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(
+            f"you have {active} clip and episode jobs queued or running, the most the queue "
+            f"takes from one creator ({limit}); retry when one has finished"
+        )
+        self.active = active
+        self.limit = limit
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -93,9 +108,18 @@ def new_stream_key(room_id: str) -> str:
 
 
 class Catalog:
-    def __init__(self, url: str, *, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        now: Callable[[], datetime] = utcnow,
+        job_pin_max: timedelta | None = None,
+    ) -> None:
         self.url = url
         self.now = now
+        # A queued job pins its recording against expiry for at most this long (None: as long
+        # as it waits); a running one pins it until it ends.
+        self.job_pin_max = job_pin_max
         self.engine = _engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -349,9 +373,7 @@ class Catalog:
         """What the sweeper must delete at `moment`: deletions claimed at least `lease` ago and
         not finished (a crash, a store outage) first, then ended recordings past `expires_at`
         that are not held and not pinned by a clip job reading them."""
-        pinned = select(Job.recording_id).where(
-            Job.recording_id.is_not(None), Job.status.in_(ACTIVE_JOBS)
-        )
+        pinned = select(Job.recording_id).where(self._pins(moment))
         resume = (
             select(Recording)
             .where(
@@ -396,7 +418,7 @@ class Catalog:
                     and not recording.held
                     and recording.expires_at is not None
                     and recording.expires_at <= now
-                    and not self._pinned(s, recording_id)
+                    and not self._pinned(s, recording_id, now)
                 )
                 if not due:
                     raise RetentionConflict(f"recording {recording_id} is not due for expiry")
@@ -504,9 +526,17 @@ class Catalog:
             )
         return recording
 
-    @staticmethod
-    def _pinned(s: Session, recording_id: str) -> bool:
-        query = select(Job.id).where(Job.recording_id == recording_id, Job.status.in_(ACTIVE_JOBS))
+    def _pins(self, moment: datetime) -> Any:
+        """Jobs that pin their recording at `moment`: running ones, and queued ones that have
+        not waited longer than `job_pin_max` (a flood of queued jobs must not keep recordings
+        from expiring for ever)."""
+        queued_pins = Job.status == "queued"
+        if self.job_pin_max is not None:
+            queued_pins = and_(queued_pins, Job.created_at > moment - self.job_pin_max)
+        return and_(Job.recording_id.is_not(None), or_(Job.status == "running", queued_pins))
+
+    def _pinned(self, s: Session, recording_id: str, moment: datetime) -> bool:
+        query = select(Job.id).where(Job.recording_id == recording_id, self._pins(moment))
         return s.scalar(query.limit(1)) is not None
 
     def retention_listing(
@@ -580,10 +610,13 @@ class Catalog:
         title: str,
         start_s: float,
         end_s: float,
+        job_limit: int | None = None,
     ) -> tuple[Clip, Job]:
         """A clip and the job that cuts it, in one transaction with the check that the
-        recording can still be read: the job pins it against expiry from the same commit."""
+        recording can still be read: the job pins it against expiry from the same commit.
+        JobLimitReached when the creator already has `job_limit` jobs queued or running."""
         with self.session() as s:
+            _check_job_limit(s, creator_id, job_limit)
             recording = s.get(Recording, recording_id, with_for_update=True)
             if recording is None:
                 raise KeyError(recording_id)
@@ -620,6 +653,7 @@ class Catalog:
                 status="queued",
                 progress=0,
                 recording_id=recording_id,
+                creator_id=creator_id,
                 payload={"clip_id": clip_id},
                 created_at=now,
             )
@@ -666,17 +700,77 @@ class Catalog:
                 raise KeyError(job_id)
             for name, value in fields.items():
                 setattr(job, name, value)
-            if "status" in fields and job.kind == "clip":
-                clip = s.get(Clip, job.payload.get("clip_id"))
-                if clip is not None:
-                    clip.status = fields["status"]
-                    if "duration_s" in job.result:
-                        clip.duration_s = job.result["duration_s"]
-            if "status" in fields and job.kind == "episode":
-                episode = s.get(Episode, job.payload.get("episode_id"))
-                if episode is not None:
-                    episode.status = fields["status"]
+            if "status" in fields:
+                _follow_status(s, job)
         return job
+
+    def claim_job(self, kind: str) -> Job | None:
+        """The next queued job of `kind` to run, marked running; None when none waits.
+
+        Fair across creators: the creator with the fewest jobs of this kind running goes first,
+        then the one served least recently (its latest start), then the oldest job; each
+        creator's own jobs run in the order they came. So one creator's twenty jobs take
+        turns with another's one instead of going before it. (On PostgreSQL this becomes a
+        `FOR UPDATE SKIP LOCKED` claim; here the catalog's one writer serialises claims.)"""
+        now = self.now()
+        with self.session() as s:
+            active = s.scalars(
+                select(Job)
+                .where(Job.kind == kind, Job.status.in_(ACTIVE_JOBS))
+                .order_by(Job.created_at, Job.id)
+            ).all()
+            first: dict[str | None, Job] = {}
+            running: dict[str | None, int] = {}
+            for job in active:
+                if job.status == "running":
+                    running[job.creator_id] = running.get(job.creator_id, 0) + 1
+                else:
+                    first.setdefault(job.creator_id, job)
+            if not first:
+                return None
+            served = dict(
+                s.execute(
+                    select(Job.creator_id, func.max(Job.started_at))
+                    .where(
+                        Job.kind == kind,
+                        Job.creator_id.in_([c for c in first if c is not None]),
+                        Job.started_at.is_not(None),
+                    )
+                    .group_by(Job.creator_id)
+                ).all()
+            )
+            never = datetime.min.replace(tzinfo=UTC)
+            job = min(
+                first.values(),
+                key=lambda j: (
+                    running.get(j.creator_id, 0),
+                    served.get(j.creator_id) or never,
+                    j.created_at,
+                ),
+            )
+            job.status, job.progress, job.started_at = "running", 0, now
+            _follow_status(s, job)
+        return job
+
+    def requeue_running_jobs(self, kind: str) -> int:
+        """Jobs a stopped process left running go back to the queue (they run again from the
+        start); how many there are queued now."""
+        with self.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.kind == kind, Job.status == "running")
+                .values(status="queued", progress=0)
+            )
+            for job in s.scalars(select(Job).where(Job.kind == kind, Job.status == "queued")):
+                _follow_status(s, job)
+            return (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.kind == kind, Job.status == "queued")
+                )
+                or 0
+            )
 
     # -- programmes and episodes -----------------------------------------------------------------
 
@@ -712,9 +806,18 @@ class Catalog:
                 s.delete(programme)
 
     def start_episode(
-        self, *, programme_id: str, title: str, description: str, recipe: dict[str, Any]
+        self,
+        *,
+        programme_id: str,
+        title: str,
+        description: str,
+        recipe: dict[str, Any],
+        creator_id: str | None = None,
+        job_limit: int | None = None,
     ) -> tuple[Episode, Job]:
+        """An episode and the job that renders it; JobLimitReached as for `start_clip`."""
         with self.session() as s:
+            _check_job_limit(s, creator_id, job_limit)
             numbers = s.scalars(
                 select(Episode.number).where(Episode.programme_id == programme_id)
             ).all()
@@ -736,6 +839,7 @@ class Catalog:
                 kind="episode",
                 status="queued",
                 progress=0,
+                creator_id=creator_id,
                 payload={"episode_id": episode_id},
                 created_at=now,
             )
@@ -903,6 +1007,36 @@ class Catalog:
             query = query.where(AuditEvent.recording_id == recording_id)
         with self.session() as s:
             return s.scalars(query).all()
+
+
+def _check_job_limit(s: Session, creator_id: str | None, limit: int | None) -> None:
+    if limit is None or creator_id is None:
+        return
+    # Lock the creator's row first (a write that changes nothing): the count and the insert
+    # after it are then one step for that creator, here (the process's one SQLite writer) and
+    # on PostgreSQL (a row lock) alike. Counted first, twenty requests at once all got in.
+    s.execute(update(Creator).where(Creator.id == creator_id).values(id=Creator.id))
+    active = s.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.creator_id == creator_id, Job.status.in_(ACTIVE_JOBS))
+    )
+    if active is not None and active >= limit:
+        raise JobLimitReached(active, limit)
+
+
+def _follow_status(s: Session, job: Job) -> None:
+    """A clip's or an episode's status follows its job's."""
+    if job.kind == "clip":
+        clip = s.get(Clip, job.payload.get("clip_id"))
+        if clip is not None:
+            clip.status = job.status
+            if "duration_s" in job.result:
+                clip.duration_s = job.result["duration_s"]
+    elif job.kind == "episode":
+        episode = s.get(Episode, job.payload.get("episode_id"))
+        if episode is not None:
+            episode.status = job.status
 
 
 def _add_missing_columns(engine: Engine) -> None:

@@ -217,8 +217,11 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(20))  # "clip" | "episode"
     status: Mapped[str] = mapped_column(String(12), default="queued")  # running, done, failed
     progress: Mapped[int] = mapped_column(Integer, default=0)  # 0-100
-    # A running job that reads a recording pins it against expiry.
+    # A running job that reads a recording pins it against expiry (a queued one, for at most
+    # the catalog's `job_pin_max`).
     recording_id: Mapped[str | None] = mapped_column(ForeignKey("recordings.id"), index=True)
+    # Whose job: the queue is fair across creators and limits what each has waiting.
+    creator_id: Mapped[str | None] = mapped_column(String(32), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)

@@ -6,6 +6,7 @@ from fastapi import HTTPException, Request, Response, status
 
 from api.deps import CurrentCreator, RuntimeDep, api_link, catalog_work, store_work
 from api.edge import edge_router
+from api.jobs import JOBS_FULL
 from api.playback import check_playable
 from api.routes.recordings import _PLAYLIST_RESPONSES, _playlist
 from api.schemas import ClipCreate, ClipOut, ClipSource, PathId, RenditionName
@@ -59,6 +60,7 @@ def clip_out(clip: Clip, job: Job | None, request: Request, runtime) -> ClipOut:
         409: {"description": "the recording is being deleted"},
         410: {"description": "the recording expired or was taken down"},
         422: {"description": "a malformed request, or a range outside the recording"},
+        429: JOBS_FULL,
     },
 )
 async def create_clip(

@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse
 
 from api.deps import CurrentCreator, RuntimeDep, catalog_work, store_work
 from api.edge import BodyLimit, body_limit, edge_router
+from api.jobs import JOBS_FULL
 from api.programmes import ARTWORK_TYPES, EpisodeRefused
 from api.routes.recordings import _PLAYLIST_RESPONSES, _playlist
 from api.schemas import (
@@ -220,6 +221,7 @@ async def feed(programme_id: PathId, runtime: RuntimeDep) -> Response:
         403: {"description": "another creator's programme or clip"},
         404: {"description": "no such programme"},
         422: {"description": "a malformed request, or clips that cannot make an episode"},
+        429: JOBS_FULL,
     },
 )
 async def create_episode(
