@@ -138,9 +138,10 @@ class Clips:
         recording = self.catalog.recording(clip.recording_id)
         if recording is not None and recording.status not in ("live", "ended"):
             # It waited in the queue past AFTERLIVE_JOB_PIN_MAX and the recording expired.
+            state = "being deleted" if recording.status == "deleting" else recording.status
             raise ClipRangeError(
-                f"recording {clip.recording_id} was {recording.status} before the job ran: "
-                "nothing left to cut"
+                f"recording {clip.recording_id} was {state} before the job ran (it waited "
+                "longer than AFTERLIVE_JOB_PIN_MAX): nothing left to cut"
             )
         renditions = list(self.catalog.renditions(clip.recording_id))
         if recording is None or not renditions:
