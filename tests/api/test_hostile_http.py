@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from storage import Catalog
-from tests.utils.net import http_get, upload, wait_until
+from tests.utils.net import chunked, http_get, json_body, upload, wait_until
+from tests.utils.proc import rss_bytes
 from tests.utils.service import Service, service_env
 
 MB = 1 << 20
@@ -44,27 +45,7 @@ def port(service: Service) -> int:
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def json_body(size: int, piece: int = MB) -> Iterator[bytes]:
-    """`size` bytes of a JSON document, made as they are sent."""
-    yield b'{"title": "'
-    left = size - 13
-    while left > 0:
-        yield b"x" * min(piece, left)
-        left -= piece
-    yield b'"}'
-
-
-def chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    for piece in pieces:
-        yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
-    yield b"0\r\n\r\n"
+    return rss_bytes(pid) / MB
 
 
 JSON = {"Content-Type": "application/json"}

@@ -16,22 +16,14 @@ from playwright.sync_api import Browser, Locator, expect
 
 from tests.e2e.test_browser import Tab, browser  # noqa: F401 (the module's Chromium fixture)
 from tests.utils.media import publish_rtmp
-from tests.utils.service import Service, service_env
+from tests.utils.service import Service, module_service
 
 TITLE = "Night shift radio"
 HOST = "Admin Page Host"
 REASON = "legal request #42"
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Iterator[Service]:
-    data = tmp_path_factory.mktemp("admin-page")
-    svc = Service(service_env(data / "data"), data / "serve.log")
-    try:
-        svc.wait_healthy()
-        yield svc
-    finally:
-        assert svc.stop() == 0, svc.log.read_text()[-3000:]
+service = module_service("admin-page")
 
 
 @pytest.fixture(scope="module")

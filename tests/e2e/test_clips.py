@@ -11,18 +11,9 @@ from storage import keys as K
 from tests.e2e.test_playback import decode
 from tests.utils.media import publish_rtmp
 from tests.utils.net import wait_until
-from tests.utils.service import Service, service_env
+from tests.utils.service import Service, module_service
 
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Service:
-    data = tmp_path_factory.mktemp("clips")
-    svc = Service(service_env(data / "data"), data / "serve.log")
-    try:
-        svc.wait_healthy()
-        yield svc
-    finally:
-        assert svc.stop() == 0, svc.log.read_text()[-3000:]
+service = module_service("clips")
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,11 @@ import subprocess
 
 import feedparser
 import httpx
-import pytest
 from mutagen.id3 import ID3
 
 from tests.utils.media import FFMPEG, loudness, publish_rtmp
 from tests.utils.net import wait_until
-from tests.utils.service import Service, service_env
+from tests.utils.service import Service, module_service
 
 
 def artwork(path) -> bytes:
@@ -36,15 +35,7 @@ def artwork(path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Service:
-    data = tmp_path_factory.mktemp("episodes")
-    svc = Service(service_env(data / "data"), data / "serve.log")
-    try:
-        svc.wait_healthy()
-        yield svc
-    finally:
-        assert svc.stop() == 0, svc.log.read_text()[-3000:]
+service = module_service("episodes")
 
 
 def wait_status(url: str, headers: dict, timeout: float = 120) -> dict:

@@ -2,15 +2,18 @@
 
 Every RTMP attack of the hardening issue (tests/utils/rtmp_attacks.py), hundreds of
 connections of them and a flood past the pending-connection cap, goes to the service's RTMP port
-while ffmpeg publishes a 60 s video live. Afterwards: the live is complete (summed EXTINF within
-a frame of what was published, every segment in the store and the index), the serve process's
-RSS grew by less than RSS_BOUND, its log by less than LOG_BOUND, /healthz answered within 2 s
-throughout, and a new publisher gets in once the flood is over.
+while ffmpeg publishes a 60 s video live; at the same time its HTTP port gets 200 MB bodies
+with no token and over the limit with one, empty and garbage HTTP pushes, and input no route
+takes (a NUL in a rendition name, NaN, huge offsets, times without a zone). Afterwards: the live
+is complete (summed EXTINF within a frame of what was published, every segment in the store and
+the index), the serve process's RSS grew by less than RSS_BOUND, its log by less than LOG_BOUND,
+/healthz answered within 2 s throughout, and a new publisher gets in once the flood is over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import httpx
@@ -18,11 +21,11 @@ import pytest
 
 from storage import keys as K
 from tests.utils.media import publish_rtmp
-from tests.utils.net import wait_until
+from tests.utils.net import chunked, http_get, json_body, upload, wait_until
 from tests.utils.player import play
 from tests.utils.proc import Watch
 from tests.utils.rtmp_attacks import swarm
-from tests.utils.service import Service, service_env
+from tests.utils.service import Service, module_service
 from transcode.playlists import parse_media_playlist
 
 pytestmark = pytest.mark.slow
@@ -39,17 +42,65 @@ QUICK = {"nested-aggregate": 20, "amf0-bomb": 20, "partial-streams": 40, "unknow
 QUICK |= {"garbage": 100}
 SLOW = {"trickle": 60, "idle": 60}
 FLOOD = 100
+MB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Service:
-    data = tmp_path_factory.mktemp("hostile")
-    svc = Service(service_env(data / "data"), data / "serve.log")
-    try:
-        svc.wait_healthy()
-        yield svc
-    finally:
-        assert svc.stop() == 0, svc.log.read_text()[-3000:]
+def http_attacks(service: Service, token: str, room: dict, recording_id: str) -> list[str]:
+    """The HTTP rows, each with the answer it must get; what went otherwise, in words."""
+    port = int(service.env["AFTERLIVE_API_PORT"])
+    json = {"Content-Type": "application/json"}
+    auth = {"Authorization": f"Bearer {token}"}
+    wrong: list[str] = []
+    lock = threading.Lock()
+
+    def expect(what: str, status: int | None, want: int) -> None:
+        if status != want:
+            with lock:
+                wrong.append(f"{what}: {status}, not {want}")
+
+    def body(n: int) -> None:
+        sized = n % 2 == 0
+        headers = json | ({"Content-Length": str(200 * MB)} if sized else {})
+        chunks = json_body(200 * MB)
+        if not sized:
+            headers |= {"Transfer-Encoding": "chunked"}
+            chunks = chunked(chunks)
+        with_token = n >= 6
+        headers |= auth if with_token else {}
+        sent = upload(port, "POST", "/api/rooms", headers=headers, chunks=chunks)
+        expect(f"200 MB body #{n}", sent.status, 413 if with_token else 401)
+
+    def pushes() -> None:
+        for data in (b"", b"garbage" * 10_000):
+            reply = httpx.put(f"{service.api}/ingest/{room['stream_key']}", content=data)
+            expect(f"a push of {len(data)} bytes", reply.status_code, 422)
+            if "Errno" in reply.text:
+                with lock:
+                    wrong.append(f"the push answer names an FFmpeg error: {reply.text}")
+
+    def inputs() -> None:
+        base = f"{service.api}/api/recordings/{recording_id}"
+        expect("a NUL in a rendition", http_get(base + "/a%00b/index.m3u8")[0], 422)
+        offset = http_get(f"{service.api}/api/recordings?offset={2**63}")[0]
+        expect("offset 2^63", offset, 422)
+        naive = {"start_at": "2026-12-07T10:00:00", "end_at": "2026-12-07T10:01:00"}
+        for clip, what in (
+            ({"title": "x", "start_s": "NaN", "end_s": 3}, "NaN"),
+            ({"title": "x"} | naive, "a time without a zone"),
+        ):
+            reply = httpx.post(f"{base}/clips", json=clip, headers=auth)
+            expect(what, reply.status_code, 422)
+
+    threads = [threading.Thread(target=body, args=(n,)) for n in range(9)]
+    threads += [threading.Thread(target=pushes), threading.Thread(target=inputs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return wrong
+
+
+service = module_service("hostile")
 
 
 def _rtmp_port(service: Service) -> int:
@@ -59,8 +110,11 @@ def _rtmp_port(service: Service) -> int:
 def test_a_live_room_is_kept_whole_under_every_rtmp_attack(service: Service, tmp_path) -> None:
     token = service.new_creator("Under attack")
     room = service.new_room(token, "video", "attacked")
+    pushed_into = service.new_room(token, "video", "garbage pushes")
     publisher = publish_rtmp(room["rtmp_url"], seconds=LIVE_S)
-    wait_until(lambda: service.recordings_of(room["id"]), timeout=20, what="the live's recording")
+    [live] = wait_until(
+        lambda: service.recordings_of(room["id"]), timeout=20, what="the live's recording"
+    )
     time.sleep(4)  # the live is in its stride: the baseline includes its own buffers
     log_before = service.log.stat().st_size
 
@@ -82,7 +136,13 @@ def test_a_live_room_is_kept_whole_under_every_rtmp_attack(service: Service, tmp
         return quick_out, trickle, idle, flood
 
     t0 = time.monotonic()
+    http_wrong: list[str] = []
+    http = threading.Thread(
+        target=lambda: http_wrong.extend(http_attacks(service, token, pushed_into, live.id))
+    )
+    http.start()
     quick, trickle, idle, flood = asyncio.run(attacks())
+    http.join(180)
     outcomes = quick + trickle + idle + flood
     attack_s = time.monotonic() - t0
     time.sleep(2)  # what the attacks left behind is freed, or not
@@ -108,6 +168,8 @@ def test_a_live_room_is_kept_whole_under_every_rtmp_attack(service: Service, tmp
     metrics = httpx.get(f"{service.api}/metrics", timeout=10).text
     assert 'afterlive_rtmp_connections_refused_total{reason="pending"}' in metrics
     assert "afterlive_rtmp_pending_connections 0.0" in metrics
+
+    assert not http_wrong, http_wrong
 
     # Bounded: memory, log, health.
     growth = watch.peak_rss - watch.start_rss

@@ -12,7 +12,7 @@ import pytest
 
 from tests.utils.media import publish_rtmp
 from tests.utils.net import wait_until
-from tests.utils.service import Service, service_env
+from tests.utils.service import Service, module_service, service_env
 
 pytestmark = pytest.mark.slow
 
@@ -54,15 +54,7 @@ def _done(url: str, creator: dict, timeout: float = 300) -> dict:
     return wait_until(done, timeout=timeout, interval=0.05, what=url)
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Service:
-    data = tmp_path_factory.mktemp("jobs")
-    svc = Service(service_env(data / "data"), data / "serve.log")
-    try:
-        svc.wait_healthy()
-        yield svc
-    finally:
-        assert svc.stop() == 0, svc.log.read_text()[-3000:]
+service = module_service("jobs")
 
 
 def test_a_flood_of_jobs_from_one_creator_does_not_starve_another(service: Service) -> None:

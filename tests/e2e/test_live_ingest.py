@@ -16,24 +16,15 @@ from storage import keys as K
 from tests.utils.media import publish_http, publish_rtmp
 from tests.utils.net import wait_until
 from tests.utils.player import play
-from tests.utils.service import Service, service_env
+from tests.utils.service import Service, module_service
 from transcode.playlists import parse_master_playlist, parse_media_playlist
 
 GRACE_S = 3
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Service:
-    data = tmp_path_factory.mktemp("live")
-    env = service_env(
-        data / "data", AFTERLIVE_RECONNECT_GRACE=f"{GRACE_S}s", AFTERLIVE_PUBLISHER_TIMEOUT="4s"
-    )
-    svc = Service(env, data / "serve.log")
-    try:
-        svc.wait_healthy()
-        yield svc
-    finally:
-        assert svc.stop() == 0, svc.log.read_text()[-3000:]
+service = module_service(
+    "live", AFTERLIVE_RECONNECT_GRACE=f"{GRACE_S}s", AFTERLIVE_PUBLISHER_TIMEOUT="4s"
+)
 
 
 @pytest.fixture(scope="module")

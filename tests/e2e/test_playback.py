@@ -13,22 +13,13 @@ import pytest
 from tests.utils import player
 from tests.utils.media import publish_rtmp
 from tests.utils.net import wait_until
-from tests.utils.service import Service, service_env
+from tests.utils.service import Service, module_service
 from transcode.playlists import parse_master_playlist, parse_media_playlist
 
 TTL_S = 12
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Service:
-    data = tmp_path_factory.mktemp("playback")
-    env = service_env(data / "data", AFTERLIVE_PLAYBACK_URL_TTL=f"{TTL_S}s")
-    svc = Service(env, data / "serve.log")
-    try:
-        svc.wait_healthy()
-        yield svc
-    finally:
-        assert svc.stop() == 0, svc.log.read_text()[-3000:]
+service = module_service("playback", AFTERLIVE_PLAYBACK_URL_TTL=f"{TTL_S}s")
 
 
 @pytest.fixture(scope="module")

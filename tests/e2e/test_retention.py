@@ -11,26 +11,17 @@ import pytest
 from storage import keys as K
 from tests.utils.media import publish_rtmp
 from tests.utils.net import wait_until
-from tests.utils.service import Service, service_env
+from tests.utils.service import Service, module_service, service_env
 
 RETENTION_S = 20
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Service:
-    data = tmp_path_factory.mktemp("retention")
-    env = service_env(
-        data / "data",
-        AFTERLIVE_RETENTION=f"{RETENTION_S}s",
-        AFTERLIVE_SWEEP_INTERVAL="2s",
-        AFTERLIVE_RECONNECT_GRACE="30s",
-    )
-    svc = Service(env, data / "serve.log")
-    try:
-        svc.wait_healthy()
-        yield svc
-    finally:
-        assert svc.stop() == 0, svc.log.read_text()[-3000:]
+service = module_service(
+    "retention",
+    AFTERLIVE_RETENTION=f"{RETENTION_S}s",
+    AFTERLIVE_SWEEP_INTERVAL="2s",
+    AFTERLIVE_RECONNECT_GRACE="30s",
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -113,3 +113,19 @@ def _whole(reply: bytes) -> bool:
         if line.lower().startswith(b"content-length:"):
             return len(body) >= int(line.split(b":", 1)[1])
     return False
+
+
+def json_body(size: int, piece: int = 1 << 20) -> Iterator[bytes]:
+    """`size` bytes of a JSON document, made as they are sent."""
+    yield b'{"title": "'
+    left = size - 13
+    while left > 0:
+        yield b"x" * min(piece, left)
+        left -= piece
+    yield b'"}'
+
+
+def chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    for piece in pieces:
+        yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    yield b"0\r\n\r\n"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -117,3 +118,21 @@ class Service:
             return recs if len(recs) >= count and all(r.status == "ended" for r in recs) else None
 
         return wait_until(ended, timeout=timeout, interval=0.25, what=f"room {room_id} to end")
+
+
+def module_service(name: str, **env: str):
+    """A module-scoped pytest fixture: one `afterlive serve` (with `env` on top of the test
+    defaults) for the module's tests, stopped cleanly at the end (a non-zero exit fails)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def service(tmp_path_factory) -> Iterator[Service]:
+        data = tmp_path_factory.mktemp(name)
+        svc = Service(service_env(data / "data", **env), data / "serve.log")
+        try:
+            svc.wait_healthy()
+            yield svc
+        finally:
+            assert svc.stop() == 0, svc.log.read_text()[-3000:]
+
+    return service
