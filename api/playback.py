@@ -30,6 +30,7 @@ from storage.catalog import Catalog, RecordingView
 from storage.errors import ObjectNotFound
 from storage.models import Recording
 from storage.presign import Presigner
+from storage.seats import rendition_seat
 from storage.store import ObjectStore
 from transcode.playlists import rewrite_uris
 
@@ -142,8 +143,10 @@ class Playback:
         return Playlist(body=text.encode(), live=recording.status == "live")
 
     def media(self, recording_id: str, rendition: str) -> Playlist:
+        """`rendition`: of the creator's seat ("source") or a host's ("hosts/2/source")."""
         recording = self.recording(recording_id).recording
-        if "/" in rendition or rendition.startswith("."):
+        base = rendition_seat(rendition)[1]
+        if "/" in base or base.startswith("."):
             raise NotFound(f"no rendition {rendition!r}")
         live = recording.status == "live"
         key = K.media_playlist(recording_id, rendition)

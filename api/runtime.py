@@ -210,6 +210,7 @@ def assemble(
             min_spool_free_bytes=settings.min_spool_free_mb << 20,
             spool_reserve_bytes=settings.spool_reserve_mb << 20,
             segmenter_threads=settings.segmenter_threads,
+            seats=settings.room_seats,
         ),
         now=now,
     )

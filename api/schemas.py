@@ -87,6 +87,31 @@ class RoomOut(BaseModel):
     http_push_url: str
 
 
+class HostCreate(Peer):
+    name: str = _text(100, min_length=1)
+    recorded: bool = Field(
+        True,
+        description="false: the host is live in the room, but nothing of them is stored "
+        "or mixed (a 'not recorded' tile on the page)",
+    )
+
+
+class HostUpdate(Peer):
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=TEXT_PATTERN)
+    recorded: bool | None = None
+
+
+class HostOut(BaseModel):
+    seat: int = Field(description="1 is the room's creator (the room's own key); hosts 2 and up")
+    name: str
+    recorded: bool
+    live: bool = Field(description="publishing into the room now")
+    creator: bool = Field(description="the room's creator: its key is the room's stream key")
+    stream_key: str | None = Field(None, description="the host's own publish key")
+    rtmp_url: str | None = None
+    http_push_url: str | None = None
+
+
 class PushResult(BaseModel):
     recording_id: str
     room_id: str
@@ -116,10 +141,21 @@ class RenditionOut(BaseModel):
     width: int | None
     height: int | None
     playlist_url: str
+    seat: int = Field(1, description="whose: 1 is the room's creator, 2 and up its hosts")
+
+
+class RecordingSeatOut(BaseModel):
+    seat: int
+    name: str = Field(description="the host's name when they went live")
+    recorded: bool = Field(description="false: live in the room, nothing of them stored")
+    joined_at: datetime
 
 
 class RecordingDetail(RecordingOut):
     renditions: list[RenditionOut]
+    hosts: list[RecordingSeatOut] = Field(
+        default_factory=list, description="who sat in the room's seats, by seat"
+    )
 
 
 class RecordingPage(BaseModel):

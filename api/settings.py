@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # How often the retention sweeper runs (it also runs at start).
     sweep_interval: Duration = timedelta(seconds=60)
     reconnect_grace: Duration = timedelta(seconds=60)
+    # Seats of a room, the creator's included: hosts on video (an Instagram Live Room has 4),
+    # speakers on an audio room's stage. A host key for a seat beyond is refused.
+    video_room_seats: int = Field(4, ge=1, le=16)
+    audio_room_seats: int = Field(10, ge=1, le=32)
     # A publisher that sends nothing for this long is disconnected (then the grace runs).
     publisher_timeout: Duration = timedelta(seconds=30)
     segment_duration: float = Field(2.0, ge=0.5, le=30)
@@ -283,6 +287,11 @@ class Settings(BaseSettings):
         return value.upper()
 
     # -- derived ----------------------------------------------------------------------------------
+
+    @property
+    def room_seats(self) -> dict[str, int]:
+        """Seats per room kind, the creator's included."""
+        return {"video": self.video_room_seats, "audio": self.audio_room_seats}
 
     @property
     def embedded_store(self) -> bool:

@@ -33,6 +33,8 @@ class UnknownStreamKey(PublishRefused):
 
 
 class AlreadyLive(PublishRefused):
+    """A second publisher on a seat that is live (a key is one seat of one room)."""
+
     def __init__(self) -> None:
         super().__init__(
             "this stream key is already live from another publisher",
@@ -59,10 +61,27 @@ class PublishEnded(IngestError):
     and the recording ends with what it has. Not the publisher's fault: never logged as a
     protocol error."""
 
+    # The whole live ends (every seat), or only this publisher's seat.
+    ends_live = True
+
     def __init__(self, message: str, *, code: str, http_status: int) -> None:
         super().__init__(message)
         self.code = code
         self.http_status = http_status
+
+
+class SeatRemoved(PublishEnded):
+    """The room's creator removed this host while they were live: their seat ends (what it
+    recorded stays), the room's live goes on with the others."""
+
+    ends_live = False
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the room's creator removed you from the room; your key no longer publishes",
+            code="NetStream.Publish.Denied",
+            http_status=403,
+        )
 
 
 class TakenDown(PublishEnded):
@@ -86,4 +105,25 @@ class SpoolFull(PublishEnded):
             "kept; publish again later or to another node",
             code="NetStream.Record.DiskQuotaExceeded",
             http_status=507,
+        )
+
+
+class HostRemoved(PublishRefused):
+    """The key of a host whom the room's creator removed from the room."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this host was removed from the room; its key no longer publishes (ask the room's "
+            "creator for a new invitation)",
+            http_status=403,
+        )
+
+
+class SeatClosed(PublishRefused):
+    """A host key for a seat beyond the room's seats (the node's seat setting went down)."""
+
+    def __init__(self, seat: int, seats: int, kind: str) -> None:
+        super().__init__(
+            f"seat {seat} is beyond the {seats} seats of a {kind} room on this node",
+            http_status=403,
         )

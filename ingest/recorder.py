@@ -4,10 +4,17 @@
     HTTP push --MPEG-TS-----> PublishSession --ByteChannel--> Segmenter (a thread per push)
         --SegmentClosed--> RecordingState (playlists) --Upload lane--> store, catalog index
 
-One live recording per room. A publisher that drops (anything but a clean unpublish) may come
-back within the reconnect grace and continue the same recording after an EXT-X-DISCONTINUITY;
-after the grace, or on a clean unpublish, the recording ends: playlists get EXT-X-ENDLIST and the
-catalog gets `ended_at`, which starts its retention clock.
+One live recording per room, with a seat per host (`storage.seats`): seat 1 is the room's
+creator, seats 2 and up the hosts it invited, each publishing with its own key. A seat records
+as its own renditions of the one recording (seat 1 as "source", "audio", ...; seat n as
+"hosts/n/source", ...), every segment on the one wall clock of this node. A host that drops
+(anything but a clean unpublish) may come back within the reconnect grace and continue its
+seat after an EXT-X-DISCONTINUITY. The recording starts with the first host and ends once no
+seat is live and no seat's grace runs: playlists get EXT-X-ENDLIST and the catalog gets
+`ended_at`, which starts its retention clock. Joins, leaves and reconnects never split it.
+
+Live state is per seat (`SeatState`), so that it can move into the catalog as a row per seat
+with an owner and a lease (several nodes) without changing what the recorder does with it.
 
 Durability: every closed segment is a file in the spool, and a line in its recording's spool
 journal (`storage.spool`), until it is stored and indexed. The catalog, not memory, is the truth
@@ -23,7 +30,7 @@ import errno
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,10 +40,13 @@ from sqlalchemy.exc import IntegrityError
 from ingest.channel import ByteChannel, ChannelClosed
 from ingest.errors import (
     AlreadyLive,
+    HostRemoved,
     IngestError,
     NodeBusy,
     ProtocolError,
     PublishEnded,
+    SeatClosed,
+    SeatRemoved,
     SpoolFull,
     TakenDown,
     UnknownStreamKey,
@@ -47,6 +57,7 @@ from storage import keys as K
 from storage.catalog import utcnow
 from storage.indexer import SegmentIndexer
 from storage.models import Recording, Room
+from storage.seats import CREATOR_SEAT, Seat, rendition_seat, seat_rendition
 from storage.spool import SpoolJournal, SpoolSpace, pending, remove_if_done
 from storage.uploader import Upload, Uploader
 from transcode import flv
@@ -85,6 +96,8 @@ class RecorderConfig:
     segmenter_threads: int = 4
     # How long the segment index gathers rows before one commit (storage.indexer).
     index_interval_s: float = 1.0
+    # Seats per room kind, the creator's included (a host key for a seat beyond is refused).
+    seats: dict[str, int] = field(default_factory=lambda: {"video": 4, "audio": 10})
 
 
 @dataclass(kw_only=True)
@@ -96,6 +109,30 @@ class _Rendition:
 
 
 @dataclass(kw_only=True)
+class SeatState:
+    """One seat of a live recording: who holds it now, and its reconnect grace."""
+
+    seat: Seat
+    publisher: PublishSession | None = None
+    grace: asyncio.TimerHandle | None = None
+    publishes: int = 0
+
+    @property
+    def number(self) -> int:
+        return self.seat.number
+
+    @property
+    def present(self) -> bool:
+        """Live, or within its grace: the recording goes on for it."""
+        return self.publisher is not None or self.grace is not None
+
+    def cancel_grace(self) -> None:
+        if self.grace is not None:
+            self.grace.cancel()
+            self.grace = None
+
+
+@dataclass(kw_only=True)
 class RecordingState:
     """A live recording in memory. Segment events arrive from segmenter threads: hold `lock`."""
 
@@ -104,9 +141,7 @@ class RecordingState:
     journal: SpoolJournal
     sequences: dict[str, int] = field(default_factory=dict)  # next sequence per rendition
     renditions: dict[str, _Rendition] = field(default_factory=dict)
-    publisher: PublishSession | None = None
-    grace: asyncio.TimerHandle | None = None
-    publishes: int = 0
+    seats: dict[int, SeatState] = field(default_factory=dict)
     taken_down: bool = False
     # Set once the recording has ended (or was discarded) and its uploads are done.
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -120,6 +155,19 @@ class RecordingState:
     def next_sequence(self) -> int:
         """Of the source rendition: how many segments it has closed."""
         return self.sequences.get("source", 0)
+
+    @property
+    def segments(self) -> int:
+        """Segments closed in all renditions of all seats."""
+        return sum(self.sequences.values())
+
+    @property
+    def publishers(self) -> list[PublishSession]:
+        return [seat.publisher for seat in self.seats.values() if seat.publisher is not None]
+
+    @property
+    def present(self) -> bool:
+        return any(seat.present for seat in self.seats.values())
 
 
 @dataclass
@@ -157,39 +205,55 @@ class Recorder:
     async def open_publish(
         self, app: str, key: str, peer: str, *, input_format: str = "flv"
     ) -> PublishSession:
-        """Check the key and start (or continue) the room's recording; raise PublishRefused."""
-        room = await asyncio.to_thread(self.catalog.room_by_stream_key, key)
-        if room is None:
+        """Check the key and start (or continue) its seat of the room's recording; raise
+        PublishRefused."""
+        seat = await asyncio.to_thread(self.catalog.seat_by_stream_key, key)
+        if seat is None:
             raise UnknownStreamKey()
+        if seat.removed:
+            raise HostRemoved()
+        seats = self.config.seats.get(seat.room.kind, 1)
+        if seat.number > seats:
+            raise SeatClosed(seat.number, seats, seat.room.kind)
+        room = seat.room
         claim = self._claims.setdefault(room.id, _Claim())
         claim.users += 1
         try:
             async with claim.lock:
-                return await self._claim(room, input_format=input_format, peer=peer)
+                return await self._claim(seat, input_format=input_format, peer=peer)
         finally:
             # Forgotten once nobody holds or waits for it: one lock per room ever was a leak.
             claim.users -= 1
             if not claim.users:
                 del self._claims[room.id]
 
-    async def _claim(self, room: Room, *, input_format: str, peer: str) -> PublishSession:
+    async def _claim(self, seat: Seat, *, input_format: str, peer: str) -> PublishSession:
+        room = seat.room
         state = self._live.get(room.id)
         if state is not None and state.taken_down:
             raise UnknownStreamKey()
-        if state is not None and state.publisher is not None:
+        held = state.seats.get(seat.number) if state is not None else None
+        if held is not None and held.publisher is not None:
             raise AlreadyLive()
         if state is not None:
-            # Back within the grace: same recording, new timeline; unless there is no room
-            # for it (the grace then ends the recording with what it has).
+            # Into a live recording: a host back within its grace (same seat, new timeline),
+            # or one joining. Either needs room on the spool's disk; nothing else refuses it.
             full = self.spool_full()
             if full is not None:
                 self.refused_busy += 1
-                log.warning("room %s: reconnect from %s refused: %s", room.id, peer, full)
+                log.warning(
+                    "room %s: seat %d from %s refused: %s", room.id, seat.number, peer, full
+                )
                 raise NodeBusy(full)
-            if state.grace is not None:
-                state.grace.cancel()
-                state.grace = None
-            log.info("room %s: publisher back for recording %s (from %s)", room.id, state.id, peer)
+            if held is not None:
+                held.cancel_grace()
+                log.info(
+                    "room %s: seat %d back for recording %s (from %s)",
+                    room.id,
+                    seat.number,
+                    state.id,
+                    peer,
+                )
         else:
             busy = self.busy()
             if busy is not None:
@@ -201,42 +265,80 @@ class Recorder:
             state = RecordingState(recording=recording, room=room, journal=journal)
             self._live[room.id] = state
             log.info("room %s: recording %s started (publisher %s)", room.id, recording.id, peer)
-        session = PublishSession(self, state, input_format=input_format, peer=peer)
-        state.publisher = session
-        state.publishes += 1
-        session.start(first_sequence=state.next_sequence, discontinuity=state.publishes > 1)
+        if held is None:
+            held = state.seats[seat.number] = SeatState(seat=seat)
+            await asyncio.to_thread(self.catalog.seat_joined, state.id, seat)
+            log.info(
+                "room %s: seat %d (%s) joined recording %s%s",
+                room.id,
+                seat.number,
+                seat.name,
+                state.id,
+                "" if seat.recorded else ", not recorded",
+            )
+        session = PublishSession(self, state, held, input_format=input_format, peer=peer)
+        held.publisher = session
+        held.publishes += 1
+        first = state.sequences.get(seat_rendition(seat.number, "source"), 0)
+        session.start(first_sequence=first, discontinuity=held.publishes > 1)
         return session
 
     async def publisher_left(
         self, state: RecordingState, session: PublishSession, reason: str
     ) -> None:
-        if state.publisher is session:
-            state.publisher = None
-        ended_here = isinstance(session.error, PublishEnded)  # the disk is full: no grace
-        if (
-            reason == CLEAN_END
-            or state.taken_down
-            or ended_here
-            or self.config.reconnect_grace_s <= 0
-        ):
+        held = session.seat
+        if held.publisher is session:
+            held.publisher = None
+        error = session.error
+        if isinstance(error, PublishEnded) and not error.ends_live:
+            await self._seat_gone(state, held, str(error))  # this seat only, no grace
+            return
+        ended_here = isinstance(error, PublishEnded)  # the disk is full: no grace
+        if ended_here or state.taken_down:
+            # The node ends the whole live: every seat goes with it.
+            for other in state.seats.values():
+                other.cancel_grace()
+                if ended_here and other.publisher is not None:
+                    other.publisher.end_here(error, counted=True)
             await self._end(state, reason)
             return
+        if reason == CLEAN_END or self.config.reconnect_grace_s <= 0:
+            await self._seat_gone(state, held, reason)
+            return
         log.info(
-            "room %s: publisher left (%s); recording %s ends in %.0f s unless it returns",
+            "room %s: seat %d left (%s); it is kept for %.0f s in recording %s",
             state.room.id,
+            held.number,
             reason,
-            state.id,
             self.config.reconnect_grace_s,
+            state.id,
         )
 
         def expire() -> None:
+            held.grace = None
             task = asyncio.get_running_loop().create_task(
-                self._end(state, "reconnect grace expired")
+                self._seat_gone(state, held, "reconnect grace expired")
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        state.grace = asyncio.get_running_loop().call_later(self.config.reconnect_grace_s, expire)
+        held.grace = asyncio.get_running_loop().call_later(self.config.reconnect_grace_s, expire)
+
+    async def _seat_gone(self, state: RecordingState, held: SeatState, reason: str) -> None:
+        """A seat is no longer live and no longer waited for: the recording ends with the last."""
+        held.cancel_grace()
+        if held.publisher is not None:
+            return  # it came back meanwhile
+        if state.present:
+            log.info(
+                "room %s: seat %d left recording %s (%s)",
+                state.room.id,
+                held.number,
+                state.id,
+                reason,
+            )
+            return
+        await self._end(state, reason)
 
     async def take_down(self, recording_id: str) -> bool:
         """End a live recording at once for a takedown: its publisher is disconnected (on its
@@ -246,20 +348,19 @@ class Recorder:
         if state is None:
             return False
         state.taken_down = True
-        if state.grace is not None:
-            state.grace.cancel()
-            state.grace = None
-        session = state.publisher
-        if session is not None:
+        for held in state.seats.values():
+            held.cancel_grace()
+        sessions = state.publishers
+        for session in sessions:
             session.abandon()
-        else:
+        if not sessions:
             await self._end(state, "taken down")
         await state.finished.wait()
         return True
 
     async def _end(self, state: RecordingState, reason: str) -> None:
-        if state.publisher is not None or self._live.get(state.room.id) is not state:
-            return  # a publisher came back, or it already ended
+        if state.publishers or self._live.get(state.room.id) is not state:
+            return  # a host is (back) on a seat, or it already ended
         del self._live[state.room.id]
         try:
             await self._finish(state, reason)
@@ -283,7 +384,7 @@ class Recorder:
     async def _finish(self, state: RecordingState, reason: str) -> None:
         ended_at = self.now()
         # No segment ever closed: nothing to replay. Viewers must not find an empty recording.
-        if state.next_sequence == 0 and await asyncio.to_thread(
+        if state.segments == 0 and await asyncio.to_thread(
             self.catalog.discard_recording, state.id
         ):
             log.warning(
@@ -310,11 +411,12 @@ class Recorder:
 
         await asyncio.to_thread(end)
         log.info(
-            "room %s: recording %s ended (%s), %d segments",
+            "room %s: recording %s ended (%s), %d segments of %d seats",
             state.room.id,
             state.id,
             reason,
-            state.next_sequence,
+            state.segments,
+            len(state.seats),
         )
 
     async def _lane_idle(self, lane: str, *, timeout_s: float) -> bool:
@@ -333,9 +435,9 @@ class Recorder:
     async def close(self) -> None:
         """Service shutdown: end every recording now (their publishers are already gone)."""
         for state in list(self._live.values()):
-            if state.grace is not None:
-                state.grace.cancel()
-            state.publisher = None
+            for held in state.seats.values():
+                held.cancel_grace()
+                held.publisher = None
             await self._end(state, "service stopping")
         self.pool.close()
 
@@ -370,10 +472,38 @@ class Recorder:
     def live_counts(self) -> tuple[int, int]:
         """Live recordings, and how many of them have a publisher connected right now."""
         states = list(self._live.values())
-        return len(states), sum(1 for state in states if state.publisher is not None)
+        return len(states), sum(1 for state in states if state.publishers)
+
+    def seats_live(self) -> int:
+        """Publishers connected right now, over all rooms' seats."""
+        return sum(len(state.publishers) for state in list(self._live.values()))
 
     def state_of(self, room_id: str) -> RecordingState | None:
         return self._live.get(room_id)
+
+    def seat_live(self, room_id: str, seat: int) -> bool:
+        state = self._live.get(room_id)
+        held = state.seats.get(seat) if state is not None else None
+        return held is not None and held.publisher is not None
+
+    def remove_seat(self, room_id: str, seat: int) -> bool:
+        """The host of a seat was removed from the room: cut off their publish in progress
+        (told on its next message) and drop their grace. Whether they were live here."""
+        state = self._live.get(room_id)
+        held = state.seats.get(seat) if state is not None else None
+        if held is None:
+            return False
+        if held.publisher is not None:
+            held.publisher.end_here(SeatRemoved())
+            return True
+        if held.grace is not None:
+            held.cancel_grace()
+            task = asyncio.get_running_loop().create_task(
+                self._seat_gone(state, held, "host removed")
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return False
 
     # -- segments (segmenter threads) -----------------------------------------------------------
 
@@ -422,12 +552,12 @@ class Recorder:
             rendition.peak_bps = max(rendition.peak_bps, int(measured))
             state.sequences[seg.rendition] = seg.sequence + 1
             playlist_text = rendition.playlist.render()
-            master = self._master_if_changed(state)
+            master, changed = self._renditions_if_changed(state)
 
-        if master is not None:
+        if changed:
             # Saved with the segment's index row, in the indexer's next batch: catalog writes
             # stay off the segmenting threads, which serve many rooms each.
-            fields["renditions"] = [_rendition_row(state.id, v) for v in master[1]]
+            fields["renditions"] = [_rendition_row(state.id, v) for v in changed]
         state.journal.append(fields | {"start_at": start_at.isoformat()}, seg.path)
         lane = state.id
         self.uploader.put(lane, self._segment_upload(fields, seg.path))
@@ -435,7 +565,7 @@ class Recorder:
             lane, Upload(key=K.media_playlist(state.id, seg.rendition), data=playlist_text.encode())
         )
         if master is not None:
-            self.uploader.put(lane, master[0])
+            self.uploader.put(lane, master)
         full = self.spool_full(self.config.spool_reserve_bytes)
         if full is not None:
             session.end_here(SpoolFull(full))
@@ -450,33 +580,43 @@ class Recorder:
             then=lambda: self.indexer.add(fields, lambda error: _indexed(fields, path, error)),
         )
 
-    def _master_if_changed(self, state: RecordingState) -> tuple[Upload, list[Variant]] | None:
-        """A new master playlist when a rendition appears or its peak grows past the announced,
-        and its variants (for the catalog)."""
-        ready = {n: r for n, r in state.renditions.items() if r.peak_bps}
-        if "source" not in ready:
-            return None
-        if not any(r.peak_bps > r.announced_bps * 1.1 for r in ready.values()):
-            return None
-        variants = []
-        for name, r in sorted(ready.items(), key=lambda item: _variant_order(item[0])):
-            r.announced_bps = max(r.announced_bps, r.peak_bps)
-            info = r.info
-            video = name != "audio" and info.has_video
-            variants.append(
-                Variant(
-                    uri=f"{name}/index.m3u8",
-                    bandwidth=int(r.announced_bps * 1.1),
-                    codecs=info.codecs(name),
-                    resolution=(info.width, info.height)
-                    if video and info.width and info.height
-                    else None,
-                    frame_rate=info.frame_rate if video else None,
-                    name=name,
+    def _renditions_if_changed(self, state: RecordingState) -> tuple[Upload | None, list[Variant]]:
+        """Variants whose rendition appeared or whose peak grew past the announced (for the
+        catalog), per seat; and a new master playlist when the creator's seat changed. The
+        master is seat 1's, as a single-host room has always had; the other seats' renditions
+        are listed by the recording's API and played side by side by the catch-up page."""
+        by_seat: dict[int, dict[str, _Rendition]] = {}
+        for name, r in state.renditions.items():
+            if r.peak_bps:
+                by_seat.setdefault(rendition_seat(name)[0], {})[name] = r
+        master, changed = None, []
+        for seat, ready in sorted(by_seat.items()):
+            if seat_rendition(seat, "source") not in ready:
+                continue
+            if not any(r.peak_bps > r.announced_bps * 1.1 for r in ready.values()):
+                continue
+            variants = []
+            for name, r in sorted(ready.items(), key=lambda item: _variant_order(item[0])):
+                r.announced_bps = max(r.announced_bps, r.peak_bps)
+                info = r.info
+                video = rendition_seat(name)[1] != "audio" and info.has_video
+                variants.append(
+                    Variant(
+                        uri=f"{name}/index.m3u8",
+                        bandwidth=int(r.announced_bps * 1.1),
+                        codecs=info.codecs(name),
+                        resolution=(info.width, info.height)
+                        if video and info.width and info.height
+                        else None,
+                        frame_rate=info.frame_rate if video else None,
+                        name=name,
+                    )
                 )
-            )
-        text = MasterPlaylist(variants=variants).render()
-        return Upload(key=K.master_playlist(state.id), data=text.encode()), variants
+            changed += variants
+            if seat == CREATOR_SEAT:
+                text = MasterPlaylist(variants=variants).render()
+                master = Upload(key=K.master_playlist(state.id), data=text.encode())
+        return master, changed
 
     def _final_playlists(self, state: RecordingState) -> list[Upload]:
         uploads = []
@@ -611,6 +751,7 @@ def _rendition_row(recording_id: str, variant: Variant) -> dict[str, Any]:
 
 def _variant_order(name: str) -> tuple[int, int]:
     """source first, then the ladder from the top rung down, the audio-only rendition last."""
+    name = rendition_seat(name)[1]
     if name == "source":
         return (0, 0)
     if name == "audio":
@@ -619,14 +760,23 @@ def _variant_order(name: str) -> tuple[int, int]:
 
 
 class PublishSession:
-    """One publisher's connection to a recording: the PublishSink of the RTMP server and the
-    body consumer of an HTTP push."""
+    """One publisher's connection to a seat of a recording: the PublishSink of the RTMP server
+    and the body consumer of an HTTP push. A "not recorded" seat's media is read and dropped:
+    nothing of it reaches the spool, the store or the mix."""
 
     def __init__(
-        self, recorder: Recorder, state: RecordingState, *, input_format: str, peer: str
+        self,
+        recorder: Recorder,
+        state: RecordingState,
+        seat: SeatState,
+        *,
+        input_format: str,
+        peer: str,
     ) -> None:
         self.recorder = recorder
         self.state = state
+        self.seat = seat
+        self.recorded = seat.seat.recorded
         self.input_format = input_format
         self.peer = peer
         self._loop = asyncio.get_running_loop()
@@ -645,7 +795,12 @@ class PublishSession:
         # (the segmenter's probe), bytes wait in `_ladder_prefix`; then in a side channel that
         # is dropped, never awaited, if the encoder falls behind.
         self._ladder_lock = threading.Lock()
-        wants_ladder = bool(recorder.config.ladder) and state.room.kind == "video"
+        wants_ladder = (
+            bool(recorder.config.ladder)
+            and state.room.kind == "video"
+            and seat.number == CREATOR_SEAT
+            and self.recorded
+        )
         self._ladder_prefix: bytearray | None = bytearray() if wants_ladder else None
         self._ladder_feed: ByteChannel | None = None
         self._ladder_thread: threading.Thread | None = None
@@ -653,17 +808,27 @@ class PublishSession:
         self._segmenter_done = asyncio.Event()
         self._ladder_done = asyncio.Event()
 
+    def rendition(self, name: str) -> str:
+        """This seat's name for a rendition the segmenter calls `name`."""
+        return seat_rendition(self.seat.number, name)
+
     def start(self, *, first_sequence: int, discontinuity: bool) -> None:
         self._discontinuity = discontinuity
+        if not self.recorded:
+            _notify(self._loop, self._segmenter_done)
+            return
+        directory = self.recorder.config.spool_dir / self.state.id
+        if self.seat.number != CREATOR_SEAT:
+            directory = directory / self.rendition("")
         options: dict[str, Any] = {
-            "directory": self.recorder.config.spool_dir / self.state.id,
+            "directory": directory,
             "target_s": self.recorder.config.segment_s,
             "first_sequence": first_sequence,
             "discontinuity": discontinuity,
             "audio_rendition": self.recorder.config.audio_rendition,
             "on_start": self._on_start,
-            "on_segment": lambda seg: self.recorder.on_segment(self.state, self, seg),
-            "label": f"room {self.state.room.id} recording {self.state.id}",
+            "on_segment": self._on_segment,
+            "label": f"room {self.state.room.id} recording {self.state.id} seat {self.seat.number}",
         }
         if self.input_format == "flv":
             self.lane = MediaLane(
@@ -687,6 +852,11 @@ class PublishSession:
             target=run, name=f"segmenter-{self.state.room.id}", daemon=True
         )
         self.thread.start()
+
+    def _on_segment(self, seg: SegmentClosed) -> None:
+        if self.seat.number != CREATOR_SEAT:
+            seg = replace(seg, rendition=self.rendition(seg.rendition))
+        self.recorder.on_segment(self.state, self, seg)
 
     def _segment_tags(self, tags: list[flv.Tag]) -> None:
         """A batch of RTMP media (a pool thread)."""
@@ -720,15 +890,22 @@ class PublishSession:
         else:  # a bug: the thread must never die silently
             log.error("segmenter of recording %s failed", self.state.id, exc_info=exc)
 
-    def end_here(self, why: PublishEnded) -> None:
+    def end_here(self, why: PublishEnded, *, counted: bool = False) -> None:
         """End this publish on our side (any thread): the publisher is told `why` on its next
-        message and the recording ends, keeping every segment closed so far."""
+        message and the recording ends, keeping every segment closed so far. `counted`: the
+        live's end was counted already (another seat of the room ended it)."""
         if self.error is not None:
             return
         self.error = why
-        if isinstance(why, SpoolFull):
+        if isinstance(why, SpoolFull) and not counted:
             self.recorder.ended_spool_full += 1
-        log.error("room %s: recording %s: %s", self.state.room.id, self.state.id, why)
+        (log.error if why.ends_live else log.info)(
+            "room %s: recording %s seat %d: %s",
+            self.state.room.id,
+            self.state.id,
+            self.seat.number,
+            why,
+        )
         self.abandon()
 
     def abandon(self) -> None:
@@ -740,6 +917,8 @@ class PublishSession:
 
     def _on_start(self, info: StreamInfo) -> None:
         """The input is probed (segmenter thread): announce renditions, start the ladder."""
+        if self.seat.number != CREATOR_SEAT:
+            info = replace(info, renditions=[self.rendition(n) for n in info.renditions])
         self.recorder.on_start(self.state, info)
         rungs = rungs_for(self.recorder.config.ladder, info.height) if info.has_video else []
         with self._ladder_lock:
@@ -810,7 +989,7 @@ class PublishSession:
         """
         assert self._wall_start is not None
         anchor = self._anchors.get(seg.rendition)
-        source = self._anchors.get("source")
+        source = self._anchors.get(self.rendition("source"))
         if anchor is None and seg.discontinuity and source is not None:
             # A rendition that appears mid-publish (a camera turned on: the audio-only one) is
             # on the source's media clock: its segments start where the source's do.
@@ -829,6 +1008,10 @@ class PublishSession:
         self.metadata = metadata
 
     def on_media(self, type_id: int, timestamp_ms: int, payload: bytes) -> bool:
+        if not self.recorded:
+            if self.state.taken_down or self.error is not None:
+                raise self._refusal()
+            return True
         assert self.lane is not None
         if self._wall_start is None:
             self._wall_start = self.recorder.now()
@@ -850,6 +1033,8 @@ class PublishSession:
         return None if self.lane is None else self.lane.next_cut_s()
 
     async def room(self) -> None:
+        if not self.recorded:
+            return
         assert self.lane is not None
         try:
             await self.lane.room()
@@ -878,6 +1063,10 @@ class PublishSession:
 
     async def write(self, data: bytes) -> None:
         """HTTP push: the next bytes of the MPEG-TS body."""
+        if not self.recorded:
+            if self.state.taken_down or self.error is not None:
+                raise self._refusal()
+            return
         assert self.channel is not None
         if self._wall_start is None:
             self._wall_start = self.recorder.now()

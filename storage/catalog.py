@@ -45,11 +45,14 @@ from storage.models import (
     Job,
     Programme,
     Recording,
+    RecordingSeat,
     Rendition,
     Room,
     Segment,
     new_id,
+    new_stream_key,
 )
+from storage.seats import SeatQueries
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +104,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_stream_key(room_id: str) -> str:
-    # The room id in front lets a lookup by primary key find the room, then the secret part is
-    # compared in constant time: no timing leak through an index search on the secret.
-    return f"{room_id}-{secrets.token_urlsafe(24)}"
-
-
-class Catalog:
+class Catalog(SeatQueries):
     def __init__(
         self,
         url: str,
@@ -283,6 +280,7 @@ class Catalog:
             recording = s.get(Recording, recording_id)
             if recording is None:
                 return False
+            s.execute(sa_delete(RecordingSeat).where(RecordingSeat.recording_id == recording_id))
             s.delete(recording)
         return True
 
@@ -448,6 +446,8 @@ class Catalog:
             recording.status = final
             recording.deleted_at = now
             s.execute(sa_delete(Segment).where(Segment.recording_id == recording_id))
+            # Who sat in it goes with its media: names are personal data, not audit.
+            s.execute(sa_delete(RecordingSeat).where(RecordingSeat.recording_id == recording_id))
             event_ = AuditEvent(
                 at=now,
                 actor=recording.delete_actor or "sweeper",

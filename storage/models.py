@@ -33,6 +33,13 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
+def new_stream_key(owner_id: str) -> str:
+    """A room's or a host's publish key. The owner's id in front lets a lookup by primary key
+    find the row, then the secret part is compared in constant time: no timing leak through an
+    index search on the secret."""
+    return f"{owner_id}-{secrets.token_urlsafe(24)}"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in Python, naive UTC in the database (SQLite drops offsets)."""
 
@@ -79,6 +86,43 @@ class Room(Base):
 
     creator: Mapped[Creator] = relationship(back_populates="rooms")
     recordings: Mapped[list[Recording]] = relationship(back_populates="room")
+
+
+class Host(Base):
+    """A host invited into a room: seat 2 and up (the room's creator holds seat 1 with the
+    room's own key). A removed host keeps its row, so its key is refused in words, and frees
+    its seat for the next invitation."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (Index("ix_hosts_room_seat", "room_id", "seat"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.id"))
+    seat: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+    # Like a room's key: "{host id}-{secret}", found by primary key, compared in constant time.
+    stream_key: Mapped[str] = mapped_column(String(100), unique=True)
+    # "Not recorded": the seat is live for the room, but nothing of it is stored or mixed.
+    recorded: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    key_rotated_at: Mapped[datetime | None]
+    removed_at: Mapped[datetime | None]
+
+
+class RecordingSeat(Base):
+    """Who sat in a recording's seats: the names as they were when each went live, so a
+    recording keeps its hosts after they are renamed or removed from the room."""
+
+    __tablename__ = "recording_seats"
+    __table_args__ = (UniqueConstraint("recording_id", "seat"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), index=True)
+    seat: Mapped[int] = mapped_column(Integer)
+    host_id: Mapped[str | None] = mapped_column(String(32))  # None: the room's creator
+    name: Mapped[str] = mapped_column(String(200))
+    recorded: Mapped[bool] = mapped_column(Boolean, default=True)
+    joined_at: Mapped[datetime]
 
 
 class Recording(Base):

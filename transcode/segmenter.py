@@ -59,7 +59,8 @@ class StreamInfo:
     renditions: list[str] = field(default_factory=list)
 
     def codecs(self, rendition: str) -> str:
-        if rendition == "audio":
+        """Of a rendition, by its last path part ("audio" or "hosts/2/audio": audio only)."""
+        if rendition.rsplit("/", 1)[-1] == "audio":
             return self.audio_codecs
         return ",".join(c for c in (self.video_codecs, self.audio_codecs) if c)
 

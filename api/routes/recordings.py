@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+from fastapi import Path as FastPath
 from fastapi import Query, Request, Response
 
 from api.deps import RuntimeDep, api_link, catalog_work, store_work
@@ -21,10 +22,13 @@ from api.schemas import (
     RecordingDetail,
     RecordingOut,
     RecordingPage,
+    RecordingSeatOut,
     RenditionName,
     RenditionOut,
 )
 from storage.catalog import RecordingView
+from storage.models import Rendition
+from storage.seats import CREATOR_SEAT, rendition_seat, seat_rendition
 
 router = edge_router(prefix="/api/recordings", tags=["recordings"])
 
@@ -102,22 +106,34 @@ async def get_recording(
 ) -> RecordingDetail:
     view = await catalog_work(runtime, runtime.playback.recording, recording_id)
     renditions = await catalog_work(runtime, runtime.catalog.renditions, recording_id)
+    seats = await catalog_work(runtime, runtime.catalog.recording_seats, recording_id)
     out = recording_out(view, request, runtime.catalog.now())
     return RecordingDetail(
         **out.model_dump(),
-        renditions=[
-            RenditionOut(
-                name=r.name,
-                codecs=r.codecs,
-                bandwidth=r.bandwidth,
-                width=r.width,
-                height=r.height,
-                playlist_url=api_link(
-                    request, "media_playlist", recording_id=recording_id, rendition=r.name
-                ),
-            )
-            for r in renditions
+        renditions=[_rendition_out(request, recording_id, r) for r in renditions],
+        hosts=[
+            RecordingSeatOut(seat=s.seat, name=s.name, recorded=s.recorded, joined_at=s.joined_at)
+            for s in seats
         ],
+    )
+
+
+def _rendition_out(request: Request, recording_id: str, rendition: Rendition) -> RenditionOut:
+    seat, name = rendition_seat(rendition.name)
+    if seat == CREATOR_SEAT:
+        url = api_link(request, "media_playlist", recording_id=recording_id, rendition=name)
+    else:
+        url = api_link(
+            request, "host_media_playlist", recording_id=recording_id, seat=seat, rendition=name
+        )
+    return RenditionOut(
+        name=rendition.name,
+        codecs=rendition.codecs,
+        bandwidth=rendition.bandwidth,
+        width=rendition.width,
+        height=rendition.height,
+        playlist_url=url,
+        seat=seat,
     )
 
 
@@ -146,6 +162,22 @@ async def media_playlist(
             runtime, _media_and_gzip, runtime, recording_id, rendition, gzip_ok
         )
     return _playlist(playlist, gzip_ok)
+
+
+@router.get(
+    "/{recording_id}/hosts/{seat}/{rendition}/index.m3u8",
+    response_class=Response,
+    responses=_PLAYLIST_RESPONSES,
+)
+async def host_media_playlist(
+    recording_id: PathId,
+    seat: Annotated[int, FastPath(ge=2, le=32)],
+    rendition: RenditionName,
+    runtime: RuntimeDep,
+    request: Request,
+) -> Response:
+    """A media playlist of a host's seat (2 and up): their own media, copied as they sent it."""
+    return await media_playlist(recording_id, seat_rendition(seat, rendition), runtime, request)
 
 
 def _media_and_gzip(runtime, recording_id: str, rendition: str, gzip_ok: bool) -> Playlist:

@@ -11,6 +11,11 @@ ROUTES = [
     ("get", "/api/rooms", None),
     ("get", "/api/rooms/{room}", None),
     ("post", "/api/rooms/{room}/rotate-key", None),
+    ("get", "/api/rooms/{room}/hosts", None),
+    ("post", "/api/rooms/{room}/hosts", {"name": "Bea"}),
+    ("patch", "/api/rooms/{room}/hosts/2", {"name": "Bea B."}),
+    ("post", "/api/rooms/{room}/hosts/2/rotate-key", None),
+    ("delete", "/api/rooms/{room}/hosts/2", None),
 ]
 
 

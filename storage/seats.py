@@ -1,0 +1,219 @@
+"""Hosts and seats: who may publish into a room, and who sat in a recording.
+
+A room has seats. Seat 1 is the room's creator, publishing with the room's key; seats 2 and up
+are hosts the creator invited, each with a key of its own that publishes into that seat of that
+room only. How many seats a room has is the caller's setting (`max_seats`), by room kind.
+
+`SeatQueries` is the catalog's part for these rows (mixed into `storage.catalog.Catalog`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.errors import StorageError
+from storage.models import Creator, Host, RecordingSeat, Room, new_id, new_stream_key
+
+CREATOR_SEAT = 1
+MAX_HOST_NAME = 100
+
+
+class SeatsFull(StorageError):
+    """Every seat of the room has a host (the API answers 409)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Seat:
+    """What a stream key publishes into: one seat of one room."""
+
+    room: Room
+    number: int
+    name: str
+    host_id: str | None  # None: the room's creator
+    recorded: bool = True
+    removed: bool = False  # the key of a host the creator removed from the room
+
+
+def seat_rendition(seat: int, name: str) -> str:
+    """A seat's rendition name: seat 1 records as a single-host room always has ("source",
+    "audio", ladder rungs); seat n>1 under "hosts/n/"."""
+    return name if seat == CREATOR_SEAT else f"hosts/{seat}/{name}"
+
+
+def rendition_seat(rendition: str) -> tuple[int, str]:
+    """The seat and the base name of a rendition ("hosts/2/audio" -> (2, "audio"))."""
+    parts = rendition.split("/")
+    if len(parts) == 3 and parts[0] == "hosts" and parts[1].isdigit():
+        return int(parts[1]), parts[2]
+    return CREATOR_SEAT, rendition
+
+
+class SeatQueries:
+    session: Callable[[], AbstractContextManager[Session]]
+    now: Callable[[], datetime]
+
+    def seat_by_stream_key(self, stream_key: str) -> Seat | None:
+        """The seat a key publishes into, or None for a key that is no one's (or was rotated).
+
+        Both kinds of key are "{id}-{secret}": the id finds the room or the host by primary key,
+        the secret is compared in constant time."""
+        owner_id, sep, _ = stream_key.partition("-")
+        if not sep:
+            return None
+        with self.session() as s:
+            room = s.get(Room, owner_id)
+            if room is not None:
+                if not _same(room.stream_key, stream_key):
+                    return None
+                creator = s.get(Creator, room.creator_id)
+                name = creator.name if creator is not None else "host"
+                return Seat(room=room, number=CREATOR_SEAT, name=name, host_id=None)
+            host = s.get(Host, owner_id)
+            if host is None or not _same(host.stream_key, stream_key):
+                return None
+            room = s.get(Room, host.room_id)
+            if room is None:
+                return None
+            return Seat(
+                room=room,
+                number=host.seat,
+                name=host.name,
+                host_id=host.id,
+                recorded=host.recorded,
+                removed=host.removed_at is not None,
+            )
+
+    def add_host(self, room_id: str, *, name: str, max_seats: int, recorded: bool = True) -> Host:
+        """Invite a host into the lowest free seat; SeatsFull when every seat has one."""
+        name = _host_name(name)
+        with self.session() as s:
+            # The room's row lock serialises invitations: two at once cannot take one seat.
+            room = s.get(Room, room_id, with_for_update=True)
+            if room is None:
+                raise KeyError(room_id)
+            taken = {CREATOR_SEAT} | {h.seat for h in _present(s, room_id)}
+            free = [n for n in range(CREATOR_SEAT + 1, max_seats + 1) if n not in taken]
+            if not free:
+                raise SeatsFull(
+                    f"every seat of this {room.kind} room is taken ({max_seats} seats, the "
+                    "creator's included); remove a host to invite another"
+                )
+            host_id = new_id()
+            host = Host(
+                id=host_id,
+                room_id=room_id,
+                seat=free[0],
+                name=name,
+                stream_key=new_stream_key(host_id),
+                recorded=recorded,
+                created_at=self.now(),
+            )
+            s.add(host)
+        return host
+
+    def hosts_of(self, room_id: str) -> Sequence[Host]:
+        """The room's invited hosts (not removed), by seat."""
+        with self.session() as s:
+            return _present(s, room_id)
+
+    def host(self, room_id: str, seat: int) -> Host | None:
+        with self.session() as s:
+            return next((h for h in _present(s, room_id) if h.seat == seat), None)
+
+    def update_host(
+        self, room_id: str, seat: int, *, name: str | None = None, recorded: bool | None = None
+    ) -> Host:
+        with self._host_row(room_id, seat) as host:
+            if name is not None:
+                host.name = _host_name(name)
+            if recorded is not None:
+                host.recorded = recorded
+        return host
+
+    def rotate_host_key(self, room_id: str, seat: int) -> Host:
+        """A new key for the host; the old one stops working at once."""
+        with self._host_row(room_id, seat) as host:
+            host.stream_key = new_stream_key(host.id)
+            host.key_rotated_at = self.now()
+        return host
+
+    def remove_host(self, room_id: str, seat: int) -> Host:
+        """The host leaves the room: its key is refused from now on, its seat is free."""
+        with self._host_row(room_id, seat) as host:
+            host.removed_at = self.now()
+        return host
+
+    @contextmanager
+    def _host_row(self, room_id: str, seat: int) -> Iterator[Host]:
+        """The present host of a seat, changed and committed in one unit of work."""
+        with self.session() as s:
+            host = next((h for h in _present(s, room_id) if h.seat == seat), None)
+            if host is None:
+                raise KeyError(f"{room_id}/{seat}")
+            yield host
+
+    # -- who sat in a recording -----------------------------------------------------------------
+
+    def seat_joined(self, recording_id: str, seat: Seat) -> None:
+        """Remember a seat's host the first time it goes live in a recording."""
+        with self.session() as s:
+            if s.scalar(
+                select(RecordingSeat.id).where(
+                    RecordingSeat.recording_id == recording_id, RecordingSeat.seat == seat.number
+                )
+            ):
+                return
+            s.add(
+                RecordingSeat(
+                    recording_id=recording_id,
+                    seat=seat.number,
+                    host_id=seat.host_id,
+                    name=seat.name,
+                    recorded=seat.recorded,
+                    joined_at=self.now(),
+                )
+            )
+
+    def recording_seats(self, recording_id: str) -> Sequence[RecordingSeat]:
+        with self.session() as s:
+            return s.scalars(
+                select(RecordingSeat)
+                .where(RecordingSeat.recording_id == recording_id)
+                .order_by(RecordingSeat.seat)
+            ).all()
+
+
+def _present(s: Session, room_id: str) -> Sequence[Host]:
+    return s.scalars(
+        select(Host).where(Host.room_id == room_id, Host.removed_at.is_(None)).order_by(Host.seat)
+    ).all()
+
+
+def _same(stored: str, given: str) -> bool:
+    return hmac.compare_digest(stored.encode(), given.encode())
+
+
+def _host_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not name:
+        raise ValueError("a host's name must not be empty")
+    if len(name) > MAX_HOST_NAME:
+        raise ValueError(f"a host's name has at most {MAX_HOST_NAME} characters")
+    return name
+
+
+__all__ = [
+    "CREATOR_SEAT",
+    "Seat",
+    "SeatQueries",
+    "SeatsFull",
+    "rendition_seat",
+    "seat_rendition",
+]
