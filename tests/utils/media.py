@@ -232,3 +232,25 @@ def speechlike_clip(
         )
         once.unlink()
     return path
+
+
+def tones_per_second(samples, sample_rate: int, freqs: list[int], *, floor: float = 0.02):
+    """Which of `freqs` sound in each whole second of `samples` (one channel, full scale 1.0):
+    a list with, per second, the set of tones whose spectral magnitude (within 10 Hz) passes
+    `floor` times the second's strongest. Sines of `synthetic_input` stand far above AAC noise."""
+    import numpy as np
+
+    samples = np.asarray(samples, dtype=np.float64)
+    seconds = []
+    for start in range(0, len(samples) - sample_rate + 1, sample_rate):
+        block = samples[start : start + sample_rate] * np.hanning(sample_rate)
+        spectrum = np.abs(np.fft.rfft(block))
+        hz = np.fft.rfftfreq(sample_rate, 1 / sample_rate)
+        peak = spectrum.max()
+        present = set()
+        for f in freqs:
+            band = spectrum[(hz > f - 10) & (hz < f + 10)]
+            if peak > 1e-3 * sample_rate and band.max() > floor * peak:
+                present.add(f)
+        seconds.append(present)
+    return seconds

@@ -1,0 +1,221 @@
+"""Live Rooms end to end: several hosts publishing into one room, each with its own key, recorded
+as one recording with a seat each; real ffmpeg publishers over RTMP and HTTP push, the embedded
+store, playlists read back and decoded by a real player (PyAV).
+
+Each host sends its own tone (300/500/700/900 Hz): a seat's renditions must carry that host's
+tone and no other's, on the one wall clock of the recording."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import av
+import httpx
+import numpy as np
+import pytest
+
+from storage import keys as K
+from tests.utils.media import publish_http, publish_rtmp, tones_per_second
+from tests.utils.net import wait_until
+from tests.utils.player import WHITELIST, presigned_copy
+from tests.utils.service import Service, module_service
+from transcode.playlists import parse_media_playlist
+
+GRACE_S = 3
+TONES = {1: 300, 2: 500, 3: 700, 4: 900}
+
+service = module_service(
+    "rooms", AFTERLIVE_RECONNECT_GRACE=f"{GRACE_S}s", AFTERLIVE_PUBLISHER_TIMEOUT="4s"
+)
+
+
+@pytest.fixture(scope="module")
+def token(service: Service) -> str:
+    return service.new_creator("Ana")
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def invite(service: Service, token: str, room: dict, name: str, **body) -> dict:
+    reply = httpx.post(
+        f"{service.api}/api/rooms/{room['id']}/hosts",
+        json={"name": name, **body},
+        headers=auth(token),
+        timeout=10,
+    )
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def finished(*publishers) -> None:
+    for publisher in publishers:
+        _, err = publisher.communicate(timeout=60)
+        assert publisher.returncode == 0, err
+
+
+def audio_of(service: Service, recording_id: str, rendition: str, tmp_path) -> tuple:
+    """A rendition's playlist and its decoded audio (first channel, as float)."""
+    store = service.store()
+    key = K.media_playlist(recording_id, rendition)
+    playlist = parse_media_playlist(store.get(key).decode())
+    chunks, rate = [], 0
+    with av.open(str(presigned_copy(store, key, tmp_path)), options=WHITELIST) as media:
+        stream = media.streams.audio[0]
+        rate = stream.rate
+        for frame in media.decode(stream):
+            array = frame.to_ndarray()
+            channels = frame.layout.nb_channels
+            chunks.append(array[0] if frame.format.is_planar else array.reshape(-1, channels)[:, 0])
+    return playlist, np.concatenate(chunks), rate
+
+
+def test_four_hosts_one_recording_a_seat_each(service, token, tmp_path) -> None:
+    room = service.new_room(token, "video", "Four of us")
+    bea, cai, dan = (invite(service, token, room, name) for name in ("Bea", "Cai", "Dan"))
+    assert [h["seat"] for h in (bea, cai, dan)] == [2, 3, 4]
+
+    t0 = time.monotonic()
+    ana_live = publish_rtmp(room["rtmp_url"], seconds=22, tone_hz=TONES[1])
+    cai_live = publish_rtmp(cai["rtmp_url"], seconds=10, tone_hz=TONES[3], video=False)
+    time.sleep(1)
+    dan_first = publish_http(dan["http_push_url"], seconds=6, tone_hz=TONES[4])
+    time.sleep(max(0, t0 + 4 - time.monotonic()))
+    bea_live = publish_rtmp(bea["rtmp_url"], seconds=12, tone_hz=TONES[2])
+
+    # While live: a second publisher on a live seat is refused, before anything is stored.
+    wait_until(
+        lambda: any(h["live"] for h in hosts_of(service, token, room) if h["seat"] == 2),
+        timeout=10,
+        what="Bea live",
+    )
+    second = httpx.put(bea["http_push_url"], content=b"\x47" * 188 * 20, timeout=10)
+    assert second.status_code == 409, second.text
+    assert "already live" in second.json()["detail"]
+    live = {h["seat"]: h["live"] for h in hosts_of(service, token, room)}
+    assert live == {1: True, 2: True, 3: True, 4: True}
+
+    finished(dan_first)  # Dan leaves at about 7 s (a clean end: no grace) and comes back at 10
+    time.sleep(max(0, t0 + 10 - time.monotonic()))
+    dan_back = publish_http(dan["http_push_url"], seconds=6, tone_hz=TONES[4])
+    finished(ana_live, cai_live, bea_live, dan_back)
+
+    [recording] = service.wait_ended(room["id"], timeout=30)  # one recording, joins never split it
+    rid = recording.id
+    detail = httpx.get(f"{service.api}/api/recordings/{rid}", timeout=10).json()
+    assert [(h["seat"], h["name"], h["recorded"]) for h in detail["hosts"]] == [
+        (1, "Ana", True),
+        (2, "Bea", True),
+        (3, "Cai", True),
+        (4, "Dan", True),
+    ]
+    by_seat: dict[int, set[str]] = {}
+    for r in detail["renditions"]:
+        by_seat.setdefault(r["seat"], set()).add(r["name"])
+        assert httpx.get(r["playlist_url"], timeout=10).status_code == 200, r
+    assert by_seat == {
+        1: {"source", "audio"},
+        2: {"hosts/2/source", "hosts/2/audio"},
+        3: {"hosts/3/source"},  # no camera: the seat is audio alone
+        4: {"hosts/4/source", "hosts/4/audio"},
+    }
+
+    store = service.store()
+    stored = {info.key for info in store.list(K.recording_prefix(rid))}
+    firsts, seconds = {}, {1: 22, 2: 12, 3: 10, 4: 12}
+    for seat, rendition in (
+        (1, "audio"),
+        (2, "hosts/2/audio"),
+        (3, "hosts/3/source"),
+        (4, "hosts/4/audio"),
+    ):
+        playlist, samples, rate = audio_of(service, rid, rendition, tmp_path)
+        assert all(s.program_date_time is not None for s in playlist.segments)
+        base = K.media_playlist(rid, rendition).rsplit("/", 1)[0]
+        assert all(f"{base}/{s.uri}" in stored for s in playlist.segments)
+        assert abs(playlist.duration_s() - seconds[seat]) <= 2.1, (seat, playlist.duration_s())
+        firsts[seat] = playlist.segments[0].program_date_time
+        heard = tones_per_second(samples, rate, list(TONES.values()))
+        # Every whole second of a seat carries its host's tone, and no other host's.
+        assert all(tones == {TONES[seat]} for tones in heard), (seat, heard)
+        if seat == 4:  # Dan left and came back: one discontinuity, dated when he came back
+            breaks = [s for s in playlist.segments if s.discontinuity]
+            assert len(breaks) == 1
+            back = (breaks[0].program_date_time - firsts[1]).total_seconds()
+            assert 8.5 <= back <= 12, back
+
+    # One wall clock: each seat's first segment is dated when its host joined.
+    joined = {seat: (at - firsts[1]).total_seconds() for seat, at in firsts.items()}
+    assert abs(joined[3]) <= 1.0 and 0.3 <= joined[4] <= 2.5 and 3.0 <= joined[2] <= 5.5, joined
+    ended = recording.ended_at - recording.started_at
+    assert timedelta(seconds=20) <= ended <= timedelta(seconds=25), ended
+
+
+def hosts_of(service: Service, token: str, room: dict) -> list[dict]:
+    reply = httpx.get(
+        f"{service.api}/api/rooms/{room['id']}/hosts", headers=auth(token), timeout=10
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_a_removed_host_is_cut_off_and_refused_the_room_goes_on(service, token) -> None:
+    room = service.new_room(token, "video", "Removal")
+    bea = invite(service, token, room, "Bea")
+    ana_live = publish_rtmp(room["rtmp_url"], seconds=14, video=False, tone_hz=TONES[1])
+    bea_live = publish_http(bea["http_push_url"], seconds=30, video=False, tone_hz=TONES[2])
+    wait_until(
+        lambda: all(h["live"] for h in hosts_of(service, token, room)), timeout=10, what="both live"
+    )
+    time.sleep(3)
+    removed = httpx.delete(
+        f"{service.api}/api/rooms/{room['id']}/hosts/2", headers=auth(token), timeout=10
+    )
+    assert removed.status_code == 204
+    bea_live.wait(timeout=10)  # cut off at once, not after its 30 s
+    assert [h["seat"] for h in hosts_of(service, token, room)] == [1]
+    again = httpx.put(bea["http_push_url"], content=b"\x47" * 188 * 20, timeout=10)
+    assert again.status_code == 403
+    assert again.json()["detail"].startswith("this host was removed from the room")
+    rtmp_again = publish_rtmp(bea["rtmp_url"], seconds=5, video=False)
+    assert rtmp_again.wait(timeout=20) != 0  # refused by RTMP too
+    finished(ana_live)
+
+    [recording] = service.wait_ended(room["id"], timeout=30)
+    # The room went on with Ana: one recording, what Bea sent before her removal kept.
+    renditions = {r.name for r in service.catalog().renditions(recording.id)}
+    assert renditions == {"source", "hosts/2/source"}
+    store = service.store()
+    bea_part = parse_media_playlist(
+        store.get(K.media_playlist(recording.id, "hosts/2/source")).decode()
+    )
+    assert bea_part.ended and 1.5 <= bea_part.duration_s() <= 8
+    assert "the room's creator removed" in service.log.read_text()
+
+
+def test_audio_room_six_speakers_one_not_recorded(service, token, tmp_path) -> None:
+    room = service.new_room(token, "audio", "Stage")
+    tones = {1: 300, 2: 420, 3: 540, 4: 660, 5: 780, 6: 900}
+    hosts = [invite(service, token, room, f"Speaker {n}", recorded=n != 6) for n in range(2, 7)]
+    urls = {1: room["rtmp_url"], **{h["seat"]: h["rtmp_url"] for h in hosts}}
+    publishers = [
+        publish_rtmp(urls[seat], seconds=8, video=False, tone_hz=tones[seat])
+        for seat in sorted(urls)
+    ]
+    finished(*publishers)
+    [recording] = service.wait_ended(room["id"], timeout=30)
+    seats = service.catalog().recording_seats(recording.id)
+    assert [(s.seat, s.recorded) for s in seats] == [(n, n != 6) for n in range(1, 7)]
+
+    store = service.store()
+    stored = [info.key for info in store.list(K.recording_prefix(recording.id))]
+    assert not any(key.startswith(K.recording_prefix(recording.id) + "hosts/6/") for key in stored)
+    renditions = {r.name for r in service.catalog().renditions(recording.id)}
+    assert renditions == {"source"} | {f"hosts/{n}/source" for n in range(2, 6)}
+    for seat in range(1, 6):
+        name = "source" if seat == 1 else f"hosts/{seat}/source"
+        _, samples, rate = audio_of(service, recording.id, name, tmp_path)
+        heard = tones_per_second(samples, rate, list(tones.values()))
+        assert len(heard) >= 6 and all(t == {tones[seat]} for t in heard), (seat, heard)
