@@ -35,12 +35,14 @@ class RuntimeCollector(Collector):
         info.add_metric([version()], 1)
         yield info
 
-        live, connected = rt.recorder.live_counts()
+        live, _ = rt.recorder.live_counts()
         yield GaugeMetricFamily(
             "afterlive_live_rooms", "Rooms recording now (publisher connected or in grace)", live
         )
         yield GaugeMetricFamily(
-            "afterlive_publishers_connected", "Publishers connected now", connected
+            "afterlive_publishers_connected",
+            "Publishers connected now, over every seat of every room",
+            rt.recorder.seats_live(),
         )
 
         yield CounterMetricFamily(

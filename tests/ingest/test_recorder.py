@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 
-from ingest.errors import AlreadyLive, NodeBusy, UnknownStreamKey
+from ingest.errors import (
+    AlreadyLive,
+    HostRemoved,
+    NodeBusy,
+    SeatClosed,
+    SeatRemoved,
+    TakenDown,
+    UnknownStreamKey,
+)
 from ingest.recorder import Recorder, RecorderConfig
 from storage import Catalog
 from storage.catalog import sqlite_url
@@ -241,3 +249,88 @@ def test_a_large_backlog_refuses_new_lives(tmp_path, store) -> None:
         proxy.failures_left = 0
         assert uploader.wait_idle("earlier-live", 20)
         uploader.close()
+
+
+# -- seats: several hosts in one room ----------------------------------------------------------
+
+
+def video_room_with_hosts(recorder: Recorder, hosts: int) -> tuple[str, list[str]]:
+    """A video room and the keys of its seats, the creator's first."""
+    creators = recorder.catalog.creators()
+    creator = creators[0] if creators else recorder.catalog.add_creator("c")[0]
+    room = recorder.catalog.add_room(creator_id=creator.id, title="t", kind="video")
+    keys = [room.stream_key]
+    for n in range(hosts):
+        keys.append(recorder.catalog.add_host(room.id, name=f"h{n}", max_seats=4).stream_key)
+    return room.id, keys
+
+
+def test_seats_share_one_recording_and_each_refuses_a_second_publisher(recorder) -> None:
+    room_id, keys = video_room_with_hosts(recorder, 2)
+
+    async def run():
+        sessions = [await recorder.open_publish("live", key, f"p{n}") for n, key in enumerate(keys)]
+        state = recorder.state_of(room_id)
+        assert sorted(state.seats) == [1, 2, 3]
+        assert all(s.state is state for s in sessions)  # one recording
+        assert recorder.live_counts() == (1, 1) and recorder.seats_live() == 3
+        for key in keys:
+            with pytest.raises(AlreadyLive):
+                await recorder.open_publish("live", key, "again")
+        # The creator leaves cleanly: the room goes on with its hosts.
+        await sessions[0].on_close("unpublished")
+        assert recorder.state_of(room_id) is state and recorder.seats_live() == 2
+        back = await recorder.open_publish("live", keys[0], "back")  # the seat is free again
+        assert back.state is state
+        for session in (back, *sessions[1:]):
+            await session.on_close("unpublished")
+        assert recorder.state_of(room_id) is None  # ended with the last seat
+
+    asyncio.run(run())
+
+
+def test_removed_and_closed_seats_are_refused_in_words(recorder) -> None:
+    room_id, keys = video_room_with_hosts(recorder, 3)
+    recorder.catalog.remove_host(room_id, 2)
+    with pytest.raises(HostRemoved, match="removed from the room"):
+        asyncio.run(recorder.open_publish("live", keys[1], "a"))
+    recorder.config.seats["video"] = 3  # the node's setting went down: seat 4 has no place
+    with pytest.raises(SeatClosed, match="seat 4 is beyond the 3 seats of a video room"):
+        asyncio.run(recorder.open_publish("live", keys[3], "a"))
+    assert recorder.catalog.recordings(room_id=room_id) == []
+
+
+def test_a_removed_live_host_is_cut_off_and_the_room_goes_on(recorder) -> None:
+    room_id, keys = video_room_with_hosts(recorder, 1)
+
+    async def run():
+        ana = await recorder.open_publish("live", keys[0], "a")
+        bea = await recorder.open_publish("live", keys[1], "b")
+        assert recorder.remove_seat(room_id, 2) is True
+        with pytest.raises(SeatRemoved):
+            bea.on_media(8, 0, b"\xaf\x00\x12\x10")
+        await bea.on_close("connection lost")  # no grace for a removed host
+        state = recorder.state_of(room_id)
+        assert state is not None and not state.seats[2].present
+        await ana.on_close("unpublished")
+        assert recorder.state_of(room_id) is None
+
+    asyncio.run(run())
+
+
+def test_a_takedown_cuts_every_seat(recorder) -> None:
+    room_id, keys = video_room_with_hosts(recorder, 2)
+
+    async def run():
+        sessions = [await recorder.open_publish("live", key, f"p{n}") for n, key in enumerate(keys)]
+        recording_id = recorder.state_of(room_id).id
+        done = asyncio.create_task(recorder.take_down(recording_id))
+        await asyncio.sleep(0)
+        for session in sessions:
+            with pytest.raises(TakenDown):
+                session.on_media(8, 0, b"\xaf\x00\x12\x10")
+            await session.on_close("taken down")
+        assert await asyncio.wait_for(done, 10) is True
+        assert recorder.state_of(room_id) is None
+
+    asyncio.run(run())
