@@ -151,6 +151,15 @@ class RecordingSeatOut(BaseModel):
     joined_at: datetime
 
 
+class SpeakerTurnOut(BaseModel):
+    seat: int
+    host: str = Field(description="the host's name in that seat when they went live")
+    start_at: datetime
+    end_at: datetime
+    start_s: float = Field(description="seconds from the recording's start")
+    end_s: float
+
+
 class RecordingDetail(RecordingOut):
     renditions: list[RenditionOut]
     hosts: list[RecordingSeatOut] = Field(

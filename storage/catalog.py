@@ -49,6 +49,7 @@ from storage.models import (
     Rendition,
     Room,
     Segment,
+    SpeakerTurn,
     new_id,
     new_stream_key,
 )
@@ -448,6 +449,7 @@ class Catalog(SeatQueries):
             s.execute(sa_delete(Segment).where(Segment.recording_id == recording_id))
             # Who sat in it goes with its media: names are personal data, not audit.
             s.execute(sa_delete(RecordingSeat).where(RecordingSeat.recording_id == recording_id))
+            s.execute(sa_delete(SpeakerTurn).where(SpeakerTurn.recording_id == recording_id))
             event_ = AuditEvent(
                 at=now,
                 actor=recording.delete_actor or "sweeper",

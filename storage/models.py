@@ -125,6 +125,20 @@ class RecordingSeat(Base):
     joined_at: Mapped[datetime]
 
 
+class SpeakerTurn(Base):
+    """Who spoke when: a span of a recording in which one seat's host was speaking, detected
+    from their own audio (several seats may speak at once)."""
+
+    __tablename__ = "speaker_turns"
+    __table_args__ = (Index("ix_speaker_turns_time", "recording_id", "start_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"))
+    seat: Mapped[int] = mapped_column(Integer)
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+
+
 class Recording(Base):
     __tablename__ = "recordings"
     __table_args__ = (

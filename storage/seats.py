@@ -19,7 +19,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.errors import StorageError
-from storage.models import Creator, Host, RecordingSeat, Room, new_id, new_stream_key
+from storage.models import (
+    Creator,
+    Host,
+    RecordingSeat,
+    Room,
+    SpeakerTurn,
+    new_id,
+    new_stream_key,
+)
 
 CREATOR_SEAT = 1
 MAX_HOST_NAME = 100
@@ -188,6 +196,26 @@ class SeatQueries:
                 .where(RecordingSeat.recording_id == recording_id)
                 .order_by(RecordingSeat.seat)
             ).all()
+
+    # -- who spoke when -------------------------------------------------------------------------
+
+    def add_speaker_turns(
+        self, recording_id: str, turns: Sequence[tuple[int, datetime, datetime]]
+    ) -> None:
+        """Keep finished turns: (seat, start, end)."""
+        with self.session() as s:
+            s.add_all(
+                SpeakerTurn(recording_id=recording_id, seat=seat, start_at=start, end_at=end)
+                for seat, start, end in turns
+            )
+
+    def speaker_turns(self, recording_id: str, *, seat: int | None = None) -> Sequence[SpeakerTurn]:
+        """A recording's turns in time order."""
+        query = select(SpeakerTurn).where(SpeakerTurn.recording_id == recording_id)
+        if seat is not None:
+            query = query.where(SpeakerTurn.seat == seat)
+        with self.session() as s:
+            return s.scalars(query.order_by(SpeakerTurn.start_at, SpeakerTurn.seat)).all()
 
 
 def _present(s: Session, room_id: str) -> Sequence[Host]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from transcode.errors import TranscodeError
@@ -54,10 +54,46 @@ class MediaSegment:
 
 
 @dataclass(kw_only=True)
+class DateRange:
+    """An EXT-X-DATERANGE (RFC 8216 4.3.2.7): a span of wall-clock time with attributes, e.g.
+    a speaker turn. `attributes` are client attributes, written as X-<NAME>: strings quoted,
+    numbers as decimals."""
+
+    id: str
+    start: datetime
+    end: datetime | None = None
+    class_: str | None = None
+    attributes: dict[str, str | float] = field(default_factory=dict)
+
+    def render(self) -> str:
+        fields = [f"ID={_quoted(self.id, 'date range id')}"]
+        if self.class_ is not None:
+            fields.append(f"CLASS={_quoted(self.class_, 'date range class')}")
+        fields.append(f'START-DATE="{_format_date_time(self.start)}"')
+        if self.end is not None:
+            if self.end < self.start:
+                raise TranscodeError(f"date range {self.id!r} ends before it starts")
+            fields.append(f'END-DATE="{_format_date_time(self.end)}"')
+        for name, value in self.attributes.items():
+            if not re.fullmatch(r"[A-Z0-9-]+", name):
+                raise TranscodeError(f"date range attribute {name!r} is not an attribute name")
+            if isinstance(value, str):
+                text = _quoted(value, f"date range attribute {name}")
+            else:
+                if not math.isfinite(value):
+                    raise TranscodeError(f"date range attribute {name} is {value!r}")
+                text = f"{value:.3f}"
+            fields.append(f"X-{name}={text}")
+        return "#EXT-X-DATERANGE:" + ",".join(fields)
+
+
+@dataclass(kw_only=True)
 class MediaPlaylist:
     """A media playlist: the segments of one rendition."""
 
     segments: list[MediaSegment]
+    # Written before the first segment (they are placed on the timeline by their dates).
+    dateranges: list[DateRange] = field(default_factory=list)
     # None: the smallest value legal for these segments (see `required_target_duration`).
     target_duration: int | None = None
     media_sequence: int = 0
@@ -71,6 +107,10 @@ class MediaPlaylist:
     def render(self) -> str:
         """The playlist text, LF line endings, ending in a newline."""
         lines = _media_header(self)
+        if self.dateranges:
+            if not any(seg.program_date_time for seg in self.segments):
+                raise TranscodeError("EXT-X-DATERANGE needs a segment with EXT-X-PROGRAM-DATE-TIME")
+            lines.extend(d.render() for d in self.dateranges)
         lines.extend([seg.render() for seg in self.segments])
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
@@ -239,6 +279,25 @@ def _quoted(value: str, what: str) -> str:
 # --- parsing -------------------------------------------------------------------------------------
 
 
+def _date_range(value: str, where: str) -> DateRange:
+    attributes = _parse_attributes(value, where)
+    if "ID" not in attributes or "START-DATE" not in attributes:
+        raise TranscodeError(f"{where}: needs ID and START-DATE")
+    quoted = {name for name, raw in _ATTRIBUTE.findall(value) if raw.startswith('"')}
+    client: dict[str, str | float] = {}
+    for name, raw in attributes.items():
+        if name.startswith("X-"):
+            client[name[2:]] = raw if name in quoted else _float(raw, f"{where}: {name}")
+    end = attributes.get("END-DATE")
+    return DateRange(
+        id=attributes["ID"],
+        class_=attributes.get("CLASS"),
+        start=_date_time(attributes["START-DATE"]),
+        end=_date_time(end) if end else None,
+        attributes=client,
+    )
+
+
 def _lines(text: str) -> list[str]:
     if text.startswith("\ufeff"):
         raise TranscodeError("playlist starts with a byte order mark, which RFC 8216 forbids")
@@ -364,6 +423,8 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
                 # would make later segments undecodable.
                 raise TranscodeError(f"line {number}: a second #EXT-X-MAP with another URI")
             playlist.map_uri = uri
+        elif name == "#EXT-X-DATERANGE":
+            playlist.dateranges.append(_date_range(value, f"line {number}: #EXT-X-DATERANGE"))
         elif name == "#EXT-X-START":
             offset = _parse_attributes(value, f"line {number}: #EXT-X-START").get("TIME-OFFSET")
             if offset is None:

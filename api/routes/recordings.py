@@ -25,6 +25,7 @@ from api.schemas import (
     RecordingSeatOut,
     RenditionName,
     RenditionOut,
+    SpeakerTurnOut,
 )
 from storage.catalog import RecordingView
 from storage.models import Rendition
@@ -116,6 +117,28 @@ async def get_recording(
             for s in seats
         ],
     )
+
+
+@router.get("/{recording_id}/speakers", responses=_GONE)
+async def speakers(recording_id: PathId, runtime: RuntimeDep) -> list[SpeakerTurnOut]:
+    """Who spoke when: each host's speaker turns, in time order (several hosts may speak at
+    once). A live recording lists the turns finished so far."""
+    view = await catalog_work(runtime, runtime.playback.recording, recording_id)
+    seats = await catalog_work(runtime, runtime.catalog.recording_seats, recording_id)
+    turns = await catalog_work(runtime, runtime.catalog.speaker_turns, recording_id)
+    names = {s.seat: s.name for s in seats}
+    start = view.recording.started_at
+    return [
+        SpeakerTurnOut(
+            seat=t.seat,
+            host=names.get(t.seat, f"seat {t.seat}"),
+            start_at=t.start_at,
+            end_at=t.end_at,
+            start_s=round((t.start_at - start).total_seconds(), 3),
+            end_s=round((t.end_at - start).total_seconds(), 3),
+        )
+        for t in turns
+    ]
 
 
 def _rendition_out(request: Request, recording_id: str, rendition: Rendition) -> RenditionOut:

@@ -235,3 +235,62 @@ def test_an_expiry_is_seen_within_a_second_even_from_memory(api: Api) -> None:
     time.sleep(api.runtime.playback.view_ttl_s)
     for path in ("/master.m3u8", "/source/index.m3u8"):
         assert api.client.get(f"/api/recordings/{recording.id}{path}").status_code == 410
+
+
+def test_a_multi_host_recording_lists_its_hosts_seats_and_speaker_turns(api: Api) -> None:
+    creator, _ = api.creator("Ana")
+    recording = seed_recording(
+        api, creator, renditions=("source", "hosts/2/source", "hosts/2/audio"), segments=4
+    )
+    room = api.catalog.room(recording.room_id)
+    bea = api.catalog.add_host(room.id, name="Bea", max_seats=4)
+    for seat in (
+        api.catalog.seat_by_stream_key(room.stream_key),
+        api.catalog.seat_by_stream_key(bea.stream_key),
+    ):
+        api.catalog.seat_joined(recording.id, seat)
+    at = recording.started_at
+    api.catalog.add_speaker_turns(
+        recording.id,
+        [
+            (2, at + timedelta(seconds=3.5), at + timedelta(seconds=6)),
+            (1, at + timedelta(seconds=0.25), at + timedelta(seconds=3.25)),
+        ],
+    )
+    body = api.client.get(f"/api/recordings/{recording.id}").json()
+    assert [(h["seat"], h["name"], h["recorded"]) for h in body["hosts"]] == [
+        (1, "Ana", True),
+        (2, "Bea", True),
+    ]
+    base = f"http://127.0.0.1:8000/api/recordings/{recording.id}"
+    assert [(r["name"], r["seat"], r["playlist_url"]) for r in body["renditions"]] == [
+        ("source", 1, f"{base}/source/index.m3u8"),
+        ("hosts/2/source", 2, f"{base}/hosts/2/source/index.m3u8"),
+        ("hosts/2/audio", 2, f"{base}/hosts/2/audio/index.m3u8"),
+    ]
+    playlist = api.client.get(f"/api/recordings/{recording.id}/hosts/2/audio/index.m3u8")
+    assert playlist.status_code == 200
+    assert len(parse_media_playlist(playlist.text).segments) == 4
+    assert (
+        api.client.get(f"/api/recordings/{recording.id}/hosts/3/audio/index.m3u8").status_code
+        == 404
+    )
+    assert (
+        api.client.get(f"/api/recordings/{recording.id}/hosts/1/audio/index.m3u8").status_code
+        == 422
+    )
+
+    turns = api.client.get(f"/api/recordings/{recording.id}/speakers")
+    assert turns.status_code == 200
+    assert [(t["seat"], t["host"], t["start_s"], t["end_s"]) for t in turns.json()] == [
+        (1, "Ana", 0.25, 3.25),
+        (2, "Bea", 3.5, 6.0),
+    ]
+
+    api.catalog.begin_deletion(recording.id, reason="takedown", actor="admin")
+    api.catalog.finish_deletion(recording.id, objects_deleted=0, bytes_deleted=0, detail={})
+    for path in ("/speakers", "/hosts/2/audio/index.m3u8"):
+        assert api.client.get(f"/api/recordings/{recording.id}{path}").status_code == 410, path
+    # Who sat and who spoke go with the media.
+    assert api.catalog.recording_seats(recording.id) == []
+    assert api.catalog.speaker_turns(recording.id) == []

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from transcode.errors import TranscodeError
 from transcode.playlists import (
+    DateRange,
     MasterPlaylist,
     MediaPlaylist,
     MediaSegment,
@@ -633,3 +634,56 @@ def test_rewriting_a_two_hour_playlist_rewrites_every_uri() -> None:
     text = MediaPlaylist(segments=live_segments(3600), playlist_type="EVENT").render()
     rewritten = rewrite_uris(text, presign)
     assert rewritten.count("https://s3.example/bucket/") == 3600
+
+
+# --- date ranges: speaker turns -------------------------------------------------------------------
+
+
+def turn(n: int, seat: int, start_s: float, end_s: float | None, name: str) -> DateRange:
+    return DateRange(
+        id=f"turn-{n}",
+        class_="com.afterlive.speaker",
+        start=START + timedelta(seconds=start_s),
+        end=None if end_s is None else START + timedelta(seconds=end_s),
+        attributes={"SEAT": float(seat), "HOST": name},
+    )
+
+
+def test_date_ranges_round_trip_and_a_second_parser_reads_them() -> None:
+    ranges = [turn(1, 1, 0.5, 3.25, "Ana"), turn(2, 2, 3.5, 7.0, "Bea, the second")]
+    playlist = MediaPlaylist(segments=live_segments(4), dateranges=ranges, playlist_type="EVENT")
+    text = playlist.render()
+    assert (
+        '#EXT-X-DATERANGE:ID="turn-1",CLASS="com.afterlive.speaker",'
+        'START-DATE="2026-11-22T10:00:00.500+00:00",END-DATE="2026-11-22T10:00:03.250+00:00",'
+        'X-SEAT=1.000,X-HOST="Ana"'
+    ) in text.splitlines()
+    assert text.index("#EXT-X-DATERANGE") < text.index("#EXTINF")
+    back = parse_media_playlist(text)
+    assert back.dateranges == ranges
+    # m3u8 ties date ranges to the segment after them: the first.
+    theirs = m3u8.loads(text).segments[0].dateranges
+    assert [(d.id, d.start_date, dict(d.x_client_attrs)["x_host"]) for d in theirs] == [
+        ("turn-1", "2026-11-22T10:00:00.500+00:00", '"Ana"'),
+        ("turn-2", "2026-11-22T10:00:03.500+00:00", '"Bea, the second"'),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (turn(1, 1, 3.0, 2.0, "Ana"), "ends before it starts"),
+        (turn(1, 1, 0, 1, 'Say "hi"'), "quoted string"),
+        (DateRange(id="x", start=START, attributes={"bad name": "v"}), "not an attribute name"),
+        (DateRange(id="x", start=START, attributes={"N": float("nan")}), "is nan"),
+    ],
+)
+def test_bad_date_ranges_are_refused(bad: DateRange, why: str) -> None:
+    with pytest.raises(TranscodeError, match=why):
+        MediaPlaylist(segments=live_segments(1), dateranges=[bad]).render()
+
+
+def test_date_ranges_need_a_program_date_time() -> None:
+    undated = [MediaSegment(uri="a.ts", duration_s=2.0)]
+    with pytest.raises(TranscodeError, match="needs a segment with EXT-X-PROGRAM-DATE-TIME"):
+        MediaPlaylist(segments=undated, dateranges=[turn(1, 1, 0, 1, "Ana")]).render()
