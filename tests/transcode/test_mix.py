@@ -288,3 +288,18 @@ def test_refusals(tmp_path) -> None:
     mix.push(9, b"\x00" * 10, START)  # a seat that never announced its audio: ignored
     mix.finish()
     assert list(tmp_path.iterdir()) == []  # nothing was ever emitted
+
+
+def test_stereo_and_48k_seats(tmp_path) -> None:
+    """A stereo seat at the mix's own rate (no resampler: the downmix is a mean of the
+    channels) next to a mono 44.1 kHz one."""
+    seats = {
+        1: (aac_tone(300, 3.0, rate=48000, channels=2), [(0.0, 3.0)]),
+        2: (aac_tone(700, 3.0), [(0.0, 3.0)]),
+    }
+    mix, closed = run_room(tmp_path, seats, end_s=3.0)
+    audio, _ = decode([seg for seg, _ in closed])
+    for t in (1.0, 2.0):
+        assert level(audio, t, 300) > 0.8 * AMPLITUDE
+        assert level(audio, t, 700) > 0.8 * AMPLITUDE
+    assert mix.stats[1].reanchors == 0 and mix.stats[1].late_samples == 0
