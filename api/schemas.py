@@ -141,7 +141,9 @@ class RenditionOut(BaseModel):
     width: int | None
     height: int | None
     playlist_url: str
-    seat: int = Field(1, description="whose: 1 is the room's creator, 2 and up its hosts")
+    seat: int = Field(
+        1, description="whose: 1 is the room's creator, 2 and up its hosts, 0 the room's mix"
+    )
 
 
 class RecordingSeatOut(BaseModel):

@@ -13,6 +13,12 @@ seat after an EXT-X-DISCONTINUITY. The recording starts with the first host and 
 seat is live and no seat's grace runs: playlists get EXT-X-ENDLIST and the catalog gets
 `ended_at`, which starts its retention clock. Joins, leaves and reconnects never split it.
 
+A room with invited hosts also gets the room mix (`ingest.mixing`): every recorded seat's audio
+decoded, placed on the wall clock, summed and encoded as the "mix" rendition, which is then the
+master playlist (what listeners hear, what clips are cut from); and who spoke when, from the same
+decoded audio: speaker turns in the catalog and as EXT-X-DATERANGE in the mix playlist. A room
+without hosts records exactly as a single host always has: copied, nothing decoded.
+
 Live state is per seat (`SeatState`), so that it can move into the catalog as a row per seat
 with an owner and a lease (several nodes) without changing what the recorder does with it.
 
@@ -52,6 +58,7 @@ from ingest.errors import (
     UnknownStreamKey,
 )
 from ingest.lanes import LanePool, MediaLane
+from ingest.mixing import MixLane
 from storage import Catalog
 from storage import keys as K
 from storage.catalog import utcnow
@@ -62,13 +69,18 @@ from storage.spool import SpoolJournal, SpoolSpace, pending, remove_if_done
 from storage.uploader import Upload, Uploader
 from transcode import flv
 from transcode.errors import TranscodeError
-from transcode.playlists import MasterPlaylist, MediaPlaylist, MediaSegment, Variant
+from transcode.mix import RENDITION as MIX
+from transcode.playlists import DateRange, MasterPlaylist, MediaPlaylist, MediaSegment, Variant
 from transcode.renditions import LadderTranscoder, rungs_for
 from transcode.segmenter import SegmentClosed, Segmenter, StreamInfo
+from transcode.speech import SpeakerTurn
 
 log = logging.getLogger(__name__)
 
 CLEAN_END = "unpublished"
+# Audio dated further than this from now is not mixed: the publisher's timestamps jumped (the
+# segments re-anchor at their next cut), or it sends far faster than real time.
+MIX_MAX_SKEW_S = 10.0
 # How far the optional ladder's input may fall behind the live before the ladder is dropped.
 LADDER_BACKLOG = 16 << 20
 
@@ -143,6 +155,9 @@ class RecordingState:
     renditions: dict[str, _Rendition] = field(default_factory=dict)
     seats: dict[int, SeatState] = field(default_factory=dict)
     taken_down: bool = False
+    # The room mix, for a room with hosts (None: a single host, copied only).
+    mix: MixLane | None = None
+    turns: list[DateRange] = field(default_factory=list)  # speaker turns, for the mix playlist
     # Set once the recording has ended (or was discarded) and its uploads are done.
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -265,7 +280,14 @@ class Recorder:
             state = RecordingState(recording=recording, room=room, journal=journal)
             self._live[room.id] = state
             log.info("room %s: recording %s started (publisher %s)", room.id, recording.id, peer)
+            # A room with hosts is a conversation: mixed from its first sample.
+            if seat.number != CREATOR_SEAT or await asyncio.to_thread(
+                self.catalog.hosts_of, room.id
+            ):
+                self._start_mix(state)
         if held is None:
+            if state.mix is None and seat.number != CREATOR_SEAT:
+                self._start_mix(state)  # a host invited while the creator was live alone
             held = state.seats[seat.number] = SeatState(seat=seat)
             await asyncio.to_thread(self.catalog.seat_joined, state.id, seat)
             log.info(
@@ -329,6 +351,8 @@ class Recorder:
         held.cancel_grace()
         if held.publisher is not None:
             return  # it came back meanwhile
+        if state.mix is not None:
+            state.mix.left(held.number)
         if state.present:
             log.info(
                 "room %s: seat %d left recording %s (%s)",
@@ -383,6 +407,9 @@ class Recorder:
 
     async def _finish(self, state: RecordingState, reason: str) -> None:
         ended_at = self.now()
+        if state.mix is not None:
+            # Its last segment and the open speaker turns, before the playlists are final.
+            await asyncio.to_thread(state.mix.close, ended_at)
         # No segment ever closed: nothing to replay. Viewers must not find an empty recording.
         if state.segments == 0 and await asyncio.to_thread(
             self.catalog.discard_recording, state.id
@@ -525,7 +552,63 @@ class Recorder:
     def on_segment(
         self, state: RecordingState, session: PublishSession, seg: SegmentClosed
     ) -> None:
-        start_at = session.segment_start(seg)
+        """A seat's segment closed (its segmenter's thread)."""
+        self._add_segment(state, seg, session.segment_start(seg))
+        full = self.spool_full(self.config.spool_reserve_bytes)
+        if full is not None:
+            session.end_here(SpoolFull(full))
+
+    def on_mix_segment(self, state: RecordingState, seg: SegmentClosed) -> None:
+        """A segment of the room mix closed (the mix thread): dated on the mix's own clock."""
+        mix = state.mix
+        assert mix is not None
+        with state.lock:
+            if MIX not in state.renditions:
+                info = StreamInfo(
+                    has_video=False, has_audio=True, audio_codecs="mp4a.40.2", renditions=[MIX]
+                )
+                playlist = MediaPlaylist(segments=[], playlist_type="EVENT", dateranges=state.turns)
+                state.renditions[MIX] = _Rendition(playlist=playlist, info=info)
+        self._add_segment(state, seg, mix.start + timedelta(seconds=seg.start_s))
+        full = self.spool_full(self.config.spool_reserve_bytes)
+        if full is not None:
+            for session in state.publishers:
+                session.end_here(SpoolFull(full))
+
+    def _on_turn(self, state: RecordingState, turn: SpeakerTurn) -> None:
+        """A speaker turn ended (the mix thread): into the catalog, and into the mix playlist
+        from its next segment on."""
+        held = state.seats.get(turn.seat)
+        name = held.seat.name if held is not None else f"seat {turn.seat}"
+        with state.lock:
+            state.turns.append(
+                DateRange(
+                    id=f"turn-{len(state.turns) + 1}",
+                    class_="com.afterlive.speaker",
+                    start=turn.start,
+                    end=turn.end,
+                    attributes={"SEAT": float(turn.seat), "HOST": _quotable(name)},
+                )
+            )
+        try:
+            self.catalog.add_speaker_turns(state.id, [(turn.seat, turn.start, turn.end)])
+        except Exception as exc:  # the catalog is down: the playlist keeps the turn
+            log.error("recording %s: a speaker turn was not saved: %s", state.id, exc)
+
+    def _start_mix(self, state: RecordingState) -> None:
+        state.mix = MixLane(
+            directory=self.config.spool_dir / state.id / MIX,
+            start=self.now(),
+            target_s=self.config.segment_s,
+            on_segment=lambda seg: self.on_mix_segment(state, seg),
+            on_turn=lambda turn: self._on_turn(state, turn),
+            now=self.now,
+            label=f"room {state.room.id} recording {state.id}",
+        )
+        for session in state.publishers:  # seats already live: their audio from now on
+            session.announce_audio()
+
+    def _add_segment(self, state: RecordingState, seg: SegmentClosed, start_at: datetime) -> None:
         key = K.media_segment(state.id, seg.rendition, start_at, seg.sequence, "ts")
         fields = {
             "recording_id": state.id,
@@ -536,6 +619,8 @@ class Recorder:
             "key": key,
             "size_bytes": seg.size_bytes,
             "discontinuity": seg.discontinuity,
+            # The rendition whose segments measure the recording's duration.
+            "timeline": seg.rendition == (MIX if state.mix is not None else "source"),
         }
         with state.lock:
             rendition = state.renditions[seg.rendition]
@@ -566,9 +651,6 @@ class Recorder:
         )
         if master is not None:
             self.uploader.put(lane, master)
-        full = self.spool_full(self.config.spool_reserve_bytes)
-        if full is not None:
-            session.end_here(SpoolFull(full))
 
     def _segment_upload(self, fields: dict[str, Any], path: Path) -> Upload:
         """A spooled segment's upload: once stored, it is indexed (with the renditions it
@@ -582,41 +664,45 @@ class Recorder:
 
     def _renditions_if_changed(self, state: RecordingState) -> tuple[Upload | None, list[Variant]]:
         """Variants whose rendition appeared or whose peak grew past the announced (for the
-        catalog), per seat; and a new master playlist when the creator's seat changed. The
-        master is seat 1's, as a single-host room has always had; the other seats' renditions
-        are listed by the recording's API and played side by side by the catch-up page."""
-        by_seat: dict[int, dict[str, _Rendition]] = {}
+        catalog), per seat and for the mix; and a new master playlist when what it lists
+        changed. The master is the mix in a room with hosts, else seat 1's renditions, as a
+        single-host room has always had; the seats' renditions are listed by the recording's
+        API and played side by side by the catch-up page."""
+        groups: dict[str, dict[str, _Rendition]] = {}
         for name, r in state.renditions.items():
             if r.peak_bps:
-                by_seat.setdefault(rendition_seat(name)[0], {})[name] = r
+                group = MIX if name == MIX else seat_rendition(rendition_seat(name)[0], "source")
+                groups.setdefault(group, {})[name] = r
+        master_group = MIX if state.mix is not None else "source"
         master, changed = None, []
-        for seat, ready in sorted(by_seat.items()):
-            if seat_rendition(seat, "source") not in ready:
+        for lead, ready in groups.items():
+            if lead not in ready:
                 continue
             if not any(r.peak_bps > r.announced_bps * 1.1 for r in ready.values()):
                 continue
-            variants = []
-            for name, r in sorted(ready.items(), key=lambda item: _variant_order(item[0])):
-                r.announced_bps = max(r.announced_bps, r.peak_bps)
-                info = r.info
-                video = rendition_seat(name)[1] != "audio" and info.has_video
-                variants.append(
-                    Variant(
-                        uri=f"{name}/index.m3u8",
-                        bandwidth=int(r.announced_bps * 1.1),
-                        codecs=info.codecs(name),
-                        resolution=(info.width, info.height)
-                        if video and info.width and info.height
-                        else None,
-                        frame_rate=info.frame_rate if video else None,
-                        name=name,
-                    )
-                )
+            variants = [
+                self._variant(name, r)
+                for name, r in sorted(ready.items(), key=lambda item: _variant_order(item[0]))
+            ]
             changed += variants
-            if seat == CREATOR_SEAT:
+            if lead == master_group:
                 text = MasterPlaylist(variants=variants).render()
                 master = Upload(key=K.master_playlist(state.id), data=text.encode())
         return master, changed
+
+    @staticmethod
+    def _variant(name: str, r: _Rendition) -> Variant:
+        r.announced_bps = max(r.announced_bps, r.peak_bps)
+        info = r.info
+        video = rendition_seat(name)[1] not in ("audio", MIX) and info.has_video
+        return Variant(
+            uri=f"{name}/index.m3u8",
+            bandwidth=int(r.announced_bps * 1.1),
+            codecs=info.codecs(name),
+            resolution=(info.width, info.height) if video and info.width and info.height else None,
+            frame_rate=info.frame_rate if video else None,
+            name=name,
+        )
 
     def _final_playlists(self, state: RecordingState) -> list[Upload]:
         uploads = []
@@ -718,6 +804,11 @@ def _indexed(fields: dict[str, Any], path: Path, error: BaseException | None) ->
     path.unlink(missing_ok=True)
 
 
+def _quotable(text: str) -> str:
+    """A host's name as an HLS quoted string may hold it (no double quote, no line break)."""
+    return " ".join(text.replace('"', "'").split()) or "host"
+
+
 def _disk_full(exc: BaseException | None) -> bool:
     """ENOSPC anywhere in an exception's chain (PyAV's muxer, a journal line)."""
     seen = 0
@@ -752,11 +843,12 @@ def _rendition_row(recording_id: str, variant: Variant) -> dict[str, Any]:
 def _variant_order(name: str) -> tuple[int, int]:
     """source first, then the ladder from the top rung down, the audio-only rendition last."""
     name = rendition_seat(name)[1]
-    if name == "source":
+    if name in ("source", MIX):
         return (0, 0)
     if name == "audio":
         return (2, 0)
-    return (1, -int(name.rstrip("p") or 0))
+    rung = name.removesuffix("p")
+    return (1, -int(rung)) if rung.isdigit() else (3, 0)
 
 
 class PublishSession:
@@ -789,6 +881,7 @@ class PublishSession:
         self._wall_start: datetime | None = None
         self._anchors: dict[str, tuple[float, datetime]] = {}  # rendition -> (media s, wall)
         self._ends: dict[str, datetime] = {}
+        self._audio: tuple[str, bytes | None] | None = None  # (codec, extradata), once probed
         self._started_flv = False
         self.metadata: dict[str, Any] = {}
         # The optional ladder gets a copy of the input. Until the source's height is known
@@ -831,12 +924,15 @@ class PublishSession:
             "label": f"room {self.state.room.id} recording {self.state.id} seat {self.seat.number}",
         }
         if self.input_format == "flv":
+            # RTMP audio goes to the mix as it arrives (`on_media`): the lane hands media to
+            # the segmenter in batches, seconds later.
             self.lane = MediaLane(
                 self.recorder.pool, self._loop, push=self._segment_tags, end=self._end_tags
             )
             self._flv = flv.FlvSegmenter(on_next_cut=self.lane.wake_at, **options)
             return
         channel = self.channel = ByteChannel(self._loop)
+        options["on_audio"] = self._on_audio
         segmenter = Segmenter(source=channel, input_format=self.input_format, **options)
 
         def run() -> None:
@@ -920,6 +1016,9 @@ class PublishSession:
         if self.seat.number != CREATOR_SEAT:
             info = replace(info, renditions=[self.rendition(n) for n in info.renditions])
         self.recorder.on_start(self.state, info)
+        if self.input_format != "flv" and info.audio_codec:
+            self._audio = (info.audio_codec, info.audio_extradata)
+            self.announce_audio()
         rungs = rungs_for(self.recorder.config.ladder, info.height) if info.has_video else []
         with self._ladder_lock:
             prefix, self._ladder_prefix = self._ladder_prefix, None
@@ -978,6 +1077,51 @@ class PublishSession:
                 self._ladder_feed.abandon()
                 self._ladder_feed = None
 
+    # -- the room mix ----------------------------------------------------------------------------
+
+    def announce_audio(self) -> None:
+        """Tell the room's mix this seat's audio format (at the probe, or when the mix starts)."""
+        mix = self.state.mix
+        if mix is not None and self._audio is not None:
+            mix.audio(self.seat.number, codec=self._audio[0], extradata=self._audio[1])
+
+    def _on_audio(self, packet: Any, t: float) -> None:
+        """An HTTP push's audio packet at media time `t` (its demuxer's thread): to the mix."""
+        self._mix_frame(bytes(packet), t)
+
+    def _on_flv_audio(self, timestamp_ms: int, body: bytes) -> None:
+        """An RTMP audio message (the event loop): its AAC configuration or frame to the mix."""
+        if len(body) < 2:
+            return
+        sound_format = body[0] >> 4
+        if sound_format == flv.SOUND_AAC:
+            if body[1] == 0:
+                self._audio = ("aac", bytes(body[2:]))
+                self.announce_audio()
+            elif self._audio is not None:
+                self._mix_frame(body[2:], timestamp_ms / 1000)
+        elif sound_format == flv.SOUND_MP3:
+            if self._audio is None:
+                self._audio = ("mp3", None)
+                self.announce_audio()
+            self._mix_frame(body[1:], timestamp_ms / 1000)
+
+    def _mix_frame(self, payload: bytes, t: float) -> None:
+        """A compressed audio frame at media time `t`, to the mix at its wall-clock time. The
+        source's anchor dates both it and the seat's segments (the first one made sets it), so
+        the mix and the seat's own renditions agree to the millisecond."""
+        mix = self.state.mix
+        if mix is None or self._wall_start is None:
+            return
+        key = self.rendition("source")
+        anchor = self._anchors.get(key)
+        if anchor is None:
+            anchor = self._anchors.setdefault(key, (t, self._wall_start))
+        wall = anchor[1] + timedelta(seconds=t - anchor[0])
+        if abs((wall - self.recorder.now()).total_seconds()) > MIX_MAX_SKEW_S:
+            return  # the timeline jumped; the mix takes it again from the next segment's date
+        mix.frame(self.seat.number, payload, wall)
+
     def segment_start(self, seg: SegmentClosed) -> datetime:
         """The wall-clock start of a segment, for EXT-X-PROGRAM-DATE-TIME and the key.
 
@@ -1015,6 +1159,11 @@ class PublishSession:
         assert self.lane is not None
         if self._wall_start is None:
             self._wall_start = self.recorder.now()
+        if type_id == flv.AUDIO:
+            if self.state.mix is not None:
+                self._on_flv_audio(timestamp_ms, payload)
+            elif len(payload) > 2 and payload[1] == 0 and payload[0] >> 4 == flv.SOUND_AAC:
+                self._audio = ("aac", bytes(payload[2:]))  # for a mix that starts later
         try:
             # RTMP timestamps are milliseconds: the segmenter's timeline.
             room = self.lane.offer(

@@ -924,13 +924,9 @@ class Catalog(SeatQueries):
     def _insert_segments(self, rows: Sequence[dict[str, Any]]) -> None:
         totals: dict[str, dict[str, Any]] = {}
         renditions: list[dict[str, Any]] = []
-        if any("renditions" in row for row in rows):
-            plain = []
-            for row in rows:
-                row = dict(row)
-                renditions += row.pop("renditions", ())
-                plain.append(row)
-            rows = plain
+        rows = [dict(row) for row in rows]  # the caller's rows keep their extra keys
+        for row in rows:
+            renditions += row.pop("renditions", ())
         for row in rows:
             total = totals.get(row["recording_id"])
             if total is None:
@@ -942,7 +938,9 @@ class Catalog(SeatQueries):
                 }
             total["n"] += 1
             total["size"] += row["size_bytes"]
-            if row["rendition"] == SOURCE:
+            # The recorder says which rendition measures the recording (the mix of a room with
+            # hosts); rows from before it said so measure by the source.
+            if row.pop("timeline", row["rendition"] == SOURCE):
                 total["media_s"] += row["duration_s"]
         with self.engine.begin() as conn:
             for rendition in renditions:

@@ -55,11 +55,19 @@ def seat_rendition(seat: int, name: str) -> str:
     return name if seat == CREATOR_SEAT else f"hosts/{seat}/{name}"
 
 
+# Renditions of the whole room, not of one seat: the live mix of every host's audio.
+ROOM_RENDITIONS = ("mix",)
+ROOM = 0  # their "seat"
+
+
 def rendition_seat(rendition: str) -> tuple[int, str]:
-    """The seat and the base name of a rendition ("hosts/2/audio" -> (2, "audio"))."""
+    """The seat and the base name of a rendition ("hosts/2/audio" -> (2, "audio"); the room's
+    own, "mix", -> (0, "mix"))."""
     parts = rendition.split("/")
     if len(parts) == 3 and parts[0] == "hosts" and parts[1].isdigit():
         return int(parts[1]), parts[2]
+    if rendition in ROOM_RENDITIONS:
+        return ROOM, rendition
     return CREATOR_SEAT, rendition
 
 

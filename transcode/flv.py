@@ -54,7 +54,9 @@ PROBE_S = 0.5
 PROBE_BYTES = 1 << 20
 PROBE_TAGS = 64
 
-_AAC, _MP3 = 10, 2
+# FLV SoundFormat values of the codecs we take.
+SOUND_AAC, SOUND_MP3 = 10, 2
+_AAC, _MP3 = SOUND_AAC, SOUND_MP3
 _AVC = 7
 _KEY, _INTER, _INFO = 1, 2, 5
 _EX_HEADER = 0x80

@@ -57,6 +57,10 @@ class StreamInfo:
     height: int | None = None
     frame_rate: float | None = None
     renditions: list[str] = field(default_factory=list)
+    # The audio's decoder setup, for whoever decodes it (the room mix): FFmpeg's codec name
+    # ("aac", "mp3") and its extradata (AAC's AudioSpecificConfig).
+    audio_codec: str | None = None
+    audio_extradata: bytes | None = None
 
     def codecs(self, rendition: str) -> str:
         """Of a rendition, by its last path part ("audio" or "hosts/2/audio": audio only)."""
@@ -200,9 +204,13 @@ class PacketSegmenter:
         on_start: Callable[[StreamInfo], None] = lambda info: None,
         on_segment: Callable[[SegmentClosed], None] = lambda seg: None,
         on_next_cut: Callable[[float], None] = lambda t: None,
+        on_audio: Callable[[av.Packet, float], None] | None = None,
         label: str = "",
     ) -> None:
         self.directory = Path(directory)
+        # Told every audio packet and its media time before it is written (the room mix
+        # decodes them): called on the pushing thread, it must be quick.
+        self.on_audio = on_audio
         self.label = label or str(directory)
         if video is None and audio is None:
             raise TranscodeError(f"{self.label}: the input has neither audio nor video")
@@ -285,6 +293,8 @@ class PacketSegmenter:
             source.open(self.sequence)
             self._cut_at = t
         pts, dts_tb = packet.pts, packet.dts
+        if not is_video and self.on_audio is not None:
+            self.on_audio(packet, t)
         source.write(packet, index, t, end)
         if extra and not is_video:
             out = extra[0]
@@ -381,6 +391,8 @@ def _describe(video: av.stream.Stream | None, audio: av.stream.Stream | None) ->
     if audio is not None:
         ctx = audio.codec_context
         info.audio_codecs = _codec_string("audio", ctx.codec.canonical_name, ctx.extradata, _AUDIO)
+        info.audio_codec = ctx.codec.canonical_name
+        info.audio_extradata = bytes(ctx.extradata) if ctx.extradata else None
     return info
 
 

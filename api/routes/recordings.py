@@ -29,7 +29,7 @@ from api.schemas import (
 )
 from storage.catalog import RecordingView
 from storage.models import Rendition
-from storage.seats import CREATOR_SEAT, rendition_seat, seat_rendition
+from storage.seats import CREATOR_SEAT, ROOM, rendition_seat, seat_rendition
 
 router = edge_router(prefix="/api/recordings", tags=["recordings"])
 
@@ -143,7 +143,7 @@ async def speakers(recording_id: PathId, runtime: RuntimeDep) -> list[SpeakerTur
 
 def _rendition_out(request: Request, recording_id: str, rendition: Rendition) -> RenditionOut:
     seat, name = rendition_seat(rendition.name)
-    if seat == CREATOR_SEAT:
+    if seat in (ROOM, CREATOR_SEAT):
         url = api_link(request, "media_playlist", recording_id=recording_id, rendition=name)
     else:
         url = api_link(

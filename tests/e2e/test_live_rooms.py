@@ -8,7 +8,7 @@ tone and no other's, on the one wall clock of the recording."""
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import av
 import httpx
@@ -20,7 +20,7 @@ from tests.utils.media import publish_http, publish_rtmp, tones_per_second
 from tests.utils.net import wait_until
 from tests.utils.player import WHITELIST, presigned_copy
 from tests.utils.service import Service, module_service
-from transcode.playlists import parse_media_playlist
+from transcode.playlists import parse_master_playlist, parse_media_playlist
 
 GRACE_S = 3
 TONES = {1: 300, 2: 500, 3: 700, 4: 900}
@@ -116,6 +116,7 @@ def test_four_hosts_one_recording_a_seat_each(service, token, tmp_path) -> None:
         by_seat.setdefault(r["seat"], set()).add(r["name"])
         assert httpx.get(r["playlist_url"], timeout=10).status_code == 200, r
     assert by_seat == {
+        0: {"mix"},  # the room's own: every host's audio mixed
         1: {"source", "audio"},
         2: {"hosts/2/source", "hosts/2/audio"},
         3: {"hosts/3/source"},  # no camera: the seat is audio alone
@@ -146,11 +147,71 @@ def test_four_hosts_one_recording_a_seat_each(service, token, tmp_path) -> None:
             back = (breaks[0].program_date_time - firsts[1]).total_seconds()
             assert 8.5 <= back <= 12, back
 
+    # The master is the room mix: what listeners hear, what clips are cut from.
+    master = parse_master_playlist(store.get(K.master_playlist(rid)).decode())
+    assert [(v.uri, v.codecs) for v in master.variants] == [("mix/index.m3u8", "mp4a.40.2")]
+
+    # The mix carries each host's tone while (and only while) that host was live.
+    mix, samples, rate = audio_of(service, rid, "mix", tmp_path)
+    origin = mix.segments[0].program_date_time
+    assert abs((origin - firsts[1]).total_seconds()) <= 1.0
+    assert abs(mix.duration_s() - 22) <= 2.5, mix.duration_s()
+    heard = tones_per_second(samples, rate, list(TONES.values()))
+    live = {seat: spans(service, rid, rendition) for seat, rendition in AUDIO_OF.items()}
+    checked = 0
+    for second, tones in enumerate(heard):
+        lo = origin + timedelta(seconds=second)
+        hi = lo + timedelta(seconds=1)
+        for seat, intervals in live.items():
+            inside = any(a + MARGIN <= lo and hi <= b - MARGIN for a, b in intervals)
+            outside = all(hi <= a - MARGIN or b + MARGIN <= lo for a, b in intervals)
+            if inside:
+                assert TONES[seat] in tones, (second, seat, tones, intervals)
+                checked += 1
+            elif outside:
+                assert TONES[seat] not in tones, (second, seat, tones, intervals)
+                checked += 1
+    assert checked >= 60, checked
+
+    # Who spoke when: each host's turns match when they sent their tone, within 0.5 s.
+    turns = httpx.get(f"{service.api}/api/recordings/{rid}/speakers", timeout=10).json()
+    for seat, intervals in live.items():
+        theirs = [(at(t["start_at"]), at(t["end_at"])) for t in turns if t["seat"] == seat]
+        assert len(theirs) == len(intervals), (seat, theirs, intervals)
+        for (start, end), (a, b) in zip(theirs, intervals, strict=True):
+            assert abs((start - a).total_seconds()) <= 0.5, (seat, start, a)
+            assert abs((end - b).total_seconds()) <= 0.5, (seat, end, b)
+    assert {t["host"] for t in turns} == {"Ana", "Bea", "Cai", "Dan"}
+    assert len(mix.dateranges) == len(turns)  # and any HLS client sees them
+
     # One wall clock: each seat's first segment is dated when its host joined.
     joined = {seat: (at - firsts[1]).total_seconds() for seat, at in firsts.items()}
     assert abs(joined[3]) <= 1.0 and 0.3 <= joined[4] <= 2.5 and 3.0 <= joined[2] <= 5.5, joined
     ended = recording.ended_at - recording.started_at
     assert timedelta(seconds=20) <= ended <= timedelta(seconds=25), ended
+
+
+AUDIO_OF = {1: "audio", 2: "hosts/2/audio", 3: "hosts/3/source", 4: "hosts/4/audio"}
+MARGIN = timedelta(seconds=0.5)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def spans(service: Service, recording_id: str, rendition: str) -> list[tuple[datetime, datetime]]:
+    """When a seat's media ran: its playlist's dated runs, split at discontinuities."""
+    playlist = parse_media_playlist(
+        service.store().get(K.media_playlist(recording_id, rendition)).decode()
+    )
+    runs: list[tuple[datetime, datetime]] = []
+    for seg in playlist.segments:
+        end = seg.program_date_time + timedelta(seconds=seg.duration_s)
+        if runs and not seg.discontinuity:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((seg.program_date_time, end))
+    return runs
 
 
 def hosts_of(service: Service, token: str, room: dict) -> list[dict]:
@@ -186,7 +247,7 @@ def test_a_removed_host_is_cut_off_and_refused_the_room_goes_on(service, token) 
     [recording] = service.wait_ended(room["id"], timeout=30)
     # The room went on with Ana: one recording, what Bea sent before her removal kept.
     renditions = {r.name for r in service.catalog().renditions(recording.id)}
-    assert renditions == {"source", "hosts/2/source"}
+    assert renditions == {"mix", "source", "hosts/2/source"}
     store = service.store()
     bea_part = parse_media_playlist(
         store.get(K.media_playlist(recording.id, "hosts/2/source")).decode()
@@ -213,9 +274,18 @@ def test_audio_room_six_speakers_one_not_recorded(service, token, tmp_path) -> N
     stored = [info.key for info in store.list(K.recording_prefix(recording.id))]
     assert not any(key.startswith(K.recording_prefix(recording.id) + "hosts/6/") for key in stored)
     renditions = {r.name for r in service.catalog().renditions(recording.id)}
-    assert renditions == {"source"} | {f"hosts/{n}/source" for n in range(2, 6)}
+    assert renditions == {"mix", "source"} | {f"hosts/{n}/source" for n in range(2, 6)}
     for seat in range(1, 6):
         name = "source" if seat == 1 else f"hosts/{seat}/source"
         _, samples, rate = audio_of(service, recording.id, name, tmp_path)
         heard = tones_per_second(samples, rate, list(tones.values()))
         assert len(heard) >= 6 and all(t == {tones[seat]} for t in heard), (seat, heard)
+    # The mix: the five recorded speakers together, the one not recorded never.
+    _, samples, rate = audio_of(service, recording.id, "mix", tmp_path)
+    heard = tones_per_second(samples, rate, list(tones.values()))
+    together = [t for t in heard if len(t) >= 5]
+    assert len(together) >= 5, heard
+    assert all(t == {tones[n] for n in range(1, 6)} for t in together), heard
+    assert not any(tones[6] in t for t in heard), heard
+    speakers = httpx.get(f"{service.api}/api/recordings/{recording.id}/speakers", timeout=10)
+    assert sorted({t["seat"] for t in speakers.json()}) == [1, 2, 3, 4, 5]
