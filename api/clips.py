@@ -17,7 +17,7 @@ from pathlib import Path
 
 from api.jobs import JobRunner
 from storage import keys as K
-from storage.catalog import SOURCE, Catalog
+from storage.catalog import MIX, SOURCE, Catalog
 from storage.models import Clip, Job, Recording, Rendition
 from storage.store import ObjectStore
 from transcode.clipper import ClipRangeError, SourceSegment, cut_clip, plan_clip
@@ -98,7 +98,8 @@ class Clips:
     ) -> tuple[float, float]:
         """Wall-clock times to seconds into the recording, through the segments' start times
         (EXT-X-PROGRAM-DATE-TIME): a reconnect gap counts for nothing, as in the player."""
-        segments = self.catalog.find_segments(recording_id, SOURCE)
+        timeline = self.catalog.timeline_rendition(recording_id)
+        segments = self.catalog.find_segments(recording_id, timeline)
         if not segments:
             raise ClipRangeError(f"recording {recording_id} has no media yet")
 
@@ -146,8 +147,14 @@ class Clips:
         renditions = list(self.catalog.renditions(clip.recording_id))
         if recording is None or not renditions:
             raise ClipRangeError(f"recording {clip.recording_id} has no renditions")
+        timeline = SOURCE
+        if any(r.name == MIX for r in renditions):
+            # A conversation: the clip is the room mix, on the mix's timeline (the hosts'
+            # own renditions start and stop with each host).
+            timeline = MIX
+            renditions = [r for r in renditions if r.name == MIX]
         names = [r.name for r in renditions]
-        audio_from = "audio" if "audio" in names else SOURCE
+        audio_from = "audio" if "audio" in names else timeline
         video_room = recording.kind == "video"
         variants: list[Variant] = []
         duration = 0.0
@@ -168,7 +175,7 @@ class Clips:
                 boundary_discontinuities=True if video_room and not has_video else None,
                 progress=step,
             )
-            if rendition.name == SOURCE:
+            if rendition.name == timeline:
                 duration = cut.duration_s
             variants.append(
                 Variant(

@@ -64,8 +64,10 @@ PUBLIC_STATUSES = ("live", "ended")
 GONE = ("expired", "taken_down")
 # A job in one of these states reads its recording: the recording must not be deleted under it.
 ACTIVE_JOBS = ("queued", "running")
-# The rendition every recording has; its segments measure a recording's duration.
+# The rendition every recording has; its segments measure a single host's recording.
 SOURCE = "source"
+# A room with hosts: every host's audio mixed; it measures the recording instead.
+MIX = "mix"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -601,6 +603,17 @@ class Catalog(SeatQueries):
                 .where(Rendition.recording_id == recording_id)
                 .order_by(Rendition.id)
             ).all()
+
+    def timeline_rendition(self, recording_id: str) -> str:
+        """The rendition whose segments are the recording's timeline, what clips cut and the
+        studio shows: the mix of a room with hosts, else the source."""
+        with self.session() as s:
+            mixed = s.scalar(
+                select(Rendition.id).where(
+                    Rendition.recording_id == recording_id, Rendition.name == MIX
+                )
+            )
+        return MIX if mixed is not None else SOURCE
 
     # -- clips and jobs -------------------------------------------------------------------------
 

@@ -74,10 +74,10 @@ class Waveforms:
 
     def of(self, recording_id: str) -> tuple[np.ndarray, float]:
         """(fine peaks, duration in seconds) with every segment stored so far."""
-        rendition = AUDIO
-        segments = self.catalog.find_segments(recording_id, AUDIO)
-        if not segments:
-            rendition, segments = SOURCE, self.catalog.find_segments(recording_id, SOURCE)
+        rendition = self.catalog.timeline_rendition(recording_id)
+        if rendition == SOURCE and self.catalog.find_segments(recording_id, AUDIO):
+            rendition = AUDIO  # a video room's audio alone: less to fetch
+        segments = self.catalog.find_segments(recording_id, rendition)
         entry = self._entry(recording_id, rendition, len(segments))
         with entry.lock:
             if entry.meter.segments < len(segments):

@@ -289,3 +289,32 @@ def test_audio_room_six_speakers_one_not_recorded(service, token, tmp_path) -> N
     assert not any(tones[6] in t for t in heard), heard
     speakers = httpx.get(f"{service.api}/api/recordings/{recording.id}/speakers", timeout=10)
     assert sorted({t["seat"] for t in speakers.json()}) == [1, 2, 3, 4, 5]
+
+    # A clip of the conversation is cut from the mix: all five voices, on the mix's timeline.
+    reply = httpx.post(
+        f"{service.api}/api/recordings/{recording.id}/clips",
+        json={"title": "All of us", "start_s": 2.0, "end_s": 6.0},
+        headers=auth(token),
+        timeout=10,
+    )
+    assert reply.status_code == 202, reply.text
+    clip = wait_until(
+        lambda: clip_done(reply.json()["status_url"], token), timeout=60, what="the clip"
+    )
+    assert abs(clip["duration_s"] - 4.0) < 0.1
+    clip_master = parse_master_playlist(httpx.get(clip["playback_url"], timeout=10).text)
+    assert [v.uri for v in clip_master.variants] == ["mix/index.m3u8"]
+    m4a = tmp_path / "clip.m4a"
+    m4a.write_bytes(httpx.get(clip["audio_url"], timeout=10, follow_redirects=True).content)
+    with av.open(str(m4a)) as media:
+        stream = media.streams.audio[0]
+        assert abs(float(stream.duration * stream.time_base) - 4.0) < 0.05
+        clip_samples = np.concatenate([f.to_ndarray()[0] for f in media.decode(stream)])
+    heard = tones_per_second(clip_samples, stream.rate, list(tones.values()))
+    assert len(heard) >= 3 and all(t == {tones[n] for n in range(1, 6)} for t in heard), heard
+
+
+def clip_done(status_url: str, token: str) -> dict | None:
+    body = httpx.get(status_url, headers=auth(token), timeout=10).json()
+    assert body["status"] != "failed", body["error"]
+    return body if body["status"] == "done" else None
