@@ -13,6 +13,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from api.assets import ensure_hls_js_in_background
 from api.clips import Clips
+from api.consent import HostRemovals
 from api.health import Health
 from api.jobs import clear_work_dir
 from api.playback import Playback
@@ -61,6 +62,7 @@ class Runtime:
     admin_token: str
     clips: Clips
     programmes: Programmes
+    host_removals: HostRemovals
     health: Health
     lanes: Lanes = field(default_factory=Lanes)
     embedded: EmbeddedStore | None = None
@@ -100,6 +102,7 @@ class Runtime:
         self.health.close()
         self.clips.close()
         self.programmes.close()
+        self.host_removals.close()
         self.uploader.close()
         self.recorder.indexer.flush(timeout_s=10)  # what the last uploads stored
         self.catalog.dispose()
@@ -168,7 +171,9 @@ def start_runtime(settings: Settings) -> Runtime:
         finalised = runtime.recorder.recover()
         if finalised:
             log.warning("finalised %d recording(s) left live by a previous run", finalised)
-        resumed = runtime.clips.resume() + runtime.programmes.resume()
+        resumed = (
+            runtime.clips.resume() + runtime.programmes.resume() + runtime.host_removals.resume()
+        )
         if resumed:
             log.warning("restarted %d job(s) left unfinished by a previous run", resumed)
     except BaseException:
@@ -239,6 +244,12 @@ def assemble(
             store=store,
             work_dir=settings.work_dir,
             job_limit=settings.max_queued_jobs_per_creator,
+        ),
+        host_removals=HostRemovals(
+            catalog=catalog,
+            store=store,
+            work_dir=settings.work_dir,
+            segment_s=settings.segment_duration,
         ),
         programmes=Programmes(
             catalog=catalog,

@@ -162,6 +162,13 @@ class SpeakerTurnOut(BaseModel):
     end_s: float
 
 
+class HostRemovalOut(BaseModel):
+    job_id: str
+    recording_id: str
+    seat: int
+    status: str = Field(description="of the job: queued, running, done, failed")
+
+
 class RecordingDetail(RecordingOut):
     renditions: list[RenditionOut]
     hosts: list[RecordingSeatOut] = Field(

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.errors import StorageError
+from storage.errors import RetentionConflict, StorageError
 from storage.models import (
     AuditEvent,
     Base,
@@ -76,10 +76,6 @@ class RecordingView:
 
     recording: Recording
     host: str
-
-
-class RetentionConflict(StorageError):
-    """A retention change that the recording's state does not allow (the API answers 409)."""
 
 
 class RecordingGone(StorageError):

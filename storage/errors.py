@@ -15,3 +15,7 @@ class ObjectNotFound(StorageError):
 
 class StoreUnavailable(StorageError):
     """The store did not answer, even after retries."""
+
+
+class RetentionConflict(StorageError):
+    """A change that the recording's state does not allow (the API answers 409)."""

@@ -14,16 +14,23 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from storage.errors import StorageError
+from storage.errors import RetentionConflict, StorageError
 from storage.models import (
+    AuditEvent,
     Creator,
     Host,
+    Job,
+    Recording,
     RecordingSeat,
+    Rendition,
     Room,
+    Segment,
     SpeakerTurn,
     new_id,
     new_stream_key,
@@ -224,6 +231,149 @@ class SeatQueries:
             query = query.where(SpeakerTurn.seat == seat)
         with self.session() as s:
             return s.scalars(query.order_by(SpeakerTurn.start_at, SpeakerTurn.seat)).all()
+
+    # -- a host removed from a recording (consent) ----------------------------------------------
+
+    def seat_segments(self, recording_id: str, seat: int) -> dict[str, Sequence[Segment]]:
+        """A seat's segments in a recording, by rendition (seat 0: the room's mix)."""
+        with self.session() as s:
+            names = s.scalars(
+                select(Segment.rendition).where(Segment.recording_id == recording_id).distinct()
+            ).all()
+            return {
+                name: s.scalars(
+                    select(Segment)
+                    .where(Segment.recording_id == recording_id, Segment.rendition == name)
+                    .order_by(Segment.sequence)
+                ).all()
+                for name in names
+                if rendition_seat(name)[0] == seat
+            }
+
+    def start_host_removal(
+        self, recording_id: str, seat: int, *, actor: str, creator_id: str | None
+    ) -> Job:
+        """The job that removes a host from an ended recording, checked and recorded in one
+        transaction (it pins the recording against expiry while it runs). KeyError: no such
+        recording or nobody in that seat; RetentionConflict: not ended, or the seat is the
+        only one recorded (take the recording down instead)."""
+        with self.session() as s:
+            recording = s.get(Recording, recording_id, with_for_update=True)
+            if recording is None:
+                raise KeyError(recording_id)
+            if recording.status != "ended":
+                raise RetentionConflict(
+                    f"recording {recording_id} is {recording.status}: a host can be removed "
+                    "from an ended recording (remove them from the room to cut a live off)"
+                )
+            seats = s.scalars(
+                select(RecordingSeat).where(RecordingSeat.recording_id == recording_id)
+            ).all()
+            sat = next((r for r in seats if r.seat == seat), None)
+            if sat is None or not sat.recorded:
+                raise KeyError(f"{recording_id}/{seat}")
+            if not any(r.recorded and r.seat != seat for r in seats):
+                raise RetentionConflict(
+                    f"seat {seat} is the only one recorded in {recording_id}: take the "
+                    "recording down instead"
+                )
+            job = Job(
+                id=new_id(),
+                kind="remove_host",
+                status="queued",
+                progress=0,
+                recording_id=recording_id,
+                creator_id=creator_id,
+                payload={"seat": seat, "actor": actor},
+                created_at=self.now(),
+            )
+            s.add(job)
+        return job
+
+    def remove_seat_from_recording(
+        self,
+        recording_id: str,
+        seat: int,
+        *,
+        mix_rows: Sequence[dict[str, Any]],
+        actor: str,
+        objects_deleted: int,
+        bytes_deleted: int,
+    ) -> AuditEvent:
+        """In one transaction: the seat's segments, renditions and speaker turns go, the mix's
+        segments become `mix_rows` (the mix made again without the seat), who sat there is
+        forgotten but for the seat number, the recording's totals are counted again, and the
+        audit log says who did it and what was deleted."""
+        with self.session() as s:
+            recording = s.get(Recording, recording_id, with_for_update=True)
+            if recording is None or recording.status != "ended":
+                raise RetentionConflict(f"recording {recording_id} is not an ended recording")
+            names = {
+                name
+                for name in s.scalars(
+                    select(Rendition.name).where(Rendition.recording_id == recording_id)
+                )
+                if rendition_seat(name)[0] == seat
+            } | {
+                name
+                for name in s.scalars(
+                    select(Segment.rendition).where(Segment.recording_id == recording_id).distinct()
+                )
+                if rendition_seat(name)[0] == seat
+            }
+            gone = [*names, ROOM_RENDITIONS[0]] if mix_rows else [*names]
+            s.execute(
+                sa_delete(Segment).where(
+                    Segment.recording_id == recording_id, Segment.rendition.in_(gone)
+                )
+            )
+            s.execute(
+                sa_delete(Rendition).where(
+                    Rendition.recording_id == recording_id, Rendition.name.in_(names)
+                )
+            )
+            s.execute(
+                sa_delete(SpeakerTurn).where(
+                    SpeakerTurn.recording_id == recording_id, SpeakerTurn.seat == seat
+                )
+            )
+            if mix_rows:
+                s.execute(insert(Segment), [{"discontinuity": False} | r for r in mix_rows])
+            sat = s.scalar(
+                select(RecordingSeat).where(
+                    RecordingSeat.recording_id == recording_id, RecordingSeat.seat == seat
+                )
+            )
+            if sat is not None:
+                sat.name, sat.host_id, sat.recorded = "removed", None, False
+            count, size = s.execute(
+                select(
+                    func.count(Segment.id), func.coalesce(func.sum(Segment.size_bytes), 0)
+                ).where(Segment.recording_id == recording_id)
+            ).one()
+            timeline = ROOM_RENDITIONS[0] if mix_rows else "source"
+            media = s.scalar(
+                select(func.coalesce(func.sum(Segment.duration_s), 0.0)).where(
+                    Segment.recording_id == recording_id, Segment.rendition == timeline
+                )
+            )
+            recording.object_count, recording.byte_count = count, size
+            recording.media_s = float(media)
+            event = AuditEvent(
+                at=self.now(),
+                actor=actor,
+                action="remove_host",
+                recording_id=recording_id,
+                objects_deleted=objects_deleted,
+                bytes_deleted=bytes_deleted,
+                detail={
+                    "seat": seat,
+                    "renditions": sorted(names),
+                    "mix_made_again": bool(mix_rows),
+                },
+            )
+            s.add(event)
+        return event
 
 
 def _present(s: Session, room_id: str) -> Sequence[Host]:

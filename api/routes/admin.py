@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query, status
+from fastapi import Path as FastPath
 
 from api.deps import CurrentAdmin, RuntimeDep, catalog_work, store_work
 from api.edge import edge_router
+from api.routes.recordings import start_host_removal
 from api.schemas import (
     ID_PATTERN,
     AdminRecording,
@@ -16,6 +18,7 @@ from api.schemas import (
     AuditOut,
     ExtendIn,
     HoldIn,
+    HostRemovalOut,
     Moment,
     Offset,
     PathId,
@@ -142,6 +145,24 @@ async def take_down(
     except RetentionConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return audit_out(event)
+
+
+@router.delete(
+    "/recordings/{recording_id}/hosts/{seat}",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        404: {"description": "no such recording, or nobody recorded in that seat"},
+        409: {"description": "not ended, or the only seat recorded"},
+    },
+)
+async def remove_host(
+    recording_id: PathId,
+    seat: Annotated[int, FastPath(ge=1, le=32)],
+    admin: CurrentAdmin,
+    runtime: RuntimeDep,
+) -> HostRemovalOut:
+    """Remove one host from an ended recording, as its creator can (a consent request)."""
+    return await start_host_removal(runtime, recording_id, seat, actor=admin, creator_id=None)
 
 
 @router.get("/audit")

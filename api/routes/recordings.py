@@ -9,14 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+from fastapi import HTTPException, Query, Request, Response
 from fastapi import Path as FastPath
-from fastapi import Query, Request, Response
 
-from api.deps import RuntimeDep, api_link, catalog_work, store_work
+from api.deps import CurrentCreator, RuntimeDep, api_link, catalog_work, store_work
 from api.edge import edge_router
 from api.playback import PLAYLIST_TYPE, Playlist
 from api.schemas import (
     ID_PATTERN,
+    HostRemovalOut,
     Offset,
     PathId,
     RecordingDetail,
@@ -27,7 +28,7 @@ from api.schemas import (
     RenditionOut,
     SpeakerTurnOut,
 )
-from storage.catalog import RecordingView
+from storage.catalog import RecordingView, RetentionConflict
 from storage.models import Rendition
 from storage.seats import CREATOR_SEAT, ROOM, rendition_seat, seat_rendition
 
@@ -139,6 +140,59 @@ async def speakers(recording_id: PathId, runtime: RuntimeDep) -> list[SpeakerTur
         )
         for t in turns
     ]
+
+
+_REMOVE = {
+    202: {"description": "the removal job is queued"},
+    403: {"description": "another creator's recording"},
+    404: {"description": "no such recording, or nobody recorded in that seat"},
+    409: {"description": "the recording is not ended, or the seat is the only one recorded"},
+    410: {"description": "expired or removed"},
+}
+
+
+@router.delete(
+    "/{recording_id}/hosts/{seat}",
+    status_code=202,
+    responses=_REMOVE,
+)
+async def remove_host(
+    recording_id: PathId,
+    seat: Annotated[int, FastPath(ge=1, le=32)],
+    creator: CurrentCreator,
+    runtime: RuntimeDep,
+) -> HostRemovalOut:
+    """Remove one host from an ended recording (consent): their stored media is deleted, the
+    mix is made again from the other seats' own audio, their speaker turns go, and the audit
+    log says so with the objects and bytes deleted. A job: `202` at once."""
+    view = await catalog_work(runtime, runtime.playback.recording, recording_id)
+    room = await catalog_work(runtime, runtime.catalog.room, view.recording.room_id)
+    if room is None or room.creator_id != creator.id:
+        raise HTTPException(403, "this recording belongs to another creator")
+    return await start_host_removal(
+        runtime, recording_id, seat, actor=f"creator:{creator.id}", creator_id=creator.id
+    )
+
+
+async def start_host_removal(
+    runtime, recording_id: str, seat: int, *, actor: str, creator_id: str | None
+) -> HostRemovalOut:
+    try:
+        job = await catalog_work(
+            runtime,
+            runtime.host_removals.start,
+            recording_id,
+            seat,
+            actor=actor,
+            creator_id=creator_id,
+        )
+    except KeyError:
+        raise HTTPException(
+            404, f"nobody was recorded in seat {seat} of recording {recording_id}"
+        ) from None
+    except RetentionConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    return HostRemovalOut(job_id=job.id, recording_id=recording_id, seat=seat, status=job.status)
 
 
 def _rendition_out(request: Request, recording_id: str, rendition: Rendition) -> RenditionOut:

@@ -318,3 +318,102 @@ def clip_done(status_url: str, token: str) -> dict | None:
     body = httpx.get(status_url, headers=auth(token), timeout=10).json()
     assert body["status"] != "failed", body["error"]
     return body if body["status"] == "done" else None
+
+
+def test_a_host_removed_from_an_ended_recording_leaves_nothing_and_the_mix_is_made_again(
+    service, token, tmp_path
+) -> None:
+    room = service.new_room(token, "audio", "Consent")
+    tones = {1: 300, 2: 500, 3: 700}
+    hosts = [invite(service, token, room, name) for name in ("Bea", "Cai")]
+    urls = {1: room["rtmp_url"], 2: hosts[0]["rtmp_url"], 3: hosts[1]["rtmp_url"]}
+    publishers = [
+        publish_rtmp(urls[n], seconds=8, video=False, tone_hz=tones[n]) for n in sorted(urls)
+    ]
+    finished(*publishers)
+    [recording] = service.wait_ended(room["id"], timeout=30)
+    rid = recording.id
+    prefix = K.recording_prefix(rid)
+    store = service.store()
+    before = {i.key: i.size for i in store.list(prefix)}
+    old_mix = {k for k in before if k.startswith(prefix + "mix/") and k.endswith(".ts")}
+    assert any(k.startswith(prefix + "hosts/2/") for k in before)
+
+    url = f"{service.api}/api/recordings/{rid}/hosts"
+    other = httpx.delete(f"{url}/2", headers=auth(service.new_creator()), timeout=10)
+    assert other.status_code == 403
+    assert httpx.delete(f"{url}/7", headers=auth(token), timeout=10).status_code == 404
+    reply = httpx.delete(f"{url}/2", headers=auth(token), timeout=10)
+    assert reply.status_code == 202, reply.text
+
+    def removed():
+        events = [
+            e for e in service.catalog().audit_log(recording_id=rid) if e.action == "remove_host"
+        ]
+        return events[0] if events else None
+
+    event = wait_until(removed, timeout=60, what="the removal job")
+    gone = {
+        k: v for k, v in before.items() if k.startswith(prefix + "hosts/2/") and k.endswith(".ts")
+    }
+    assert event.objects_deleted == len(gone) and event.bytes_deleted == sum(gone.values())
+    assert event.actor.startswith("creator:") and event.detail["seat"] == 2
+
+    after = {i.key for i in store.list(prefix)}
+    assert not any(k.startswith(prefix + "hosts/2/") for k in after)
+    assert not old_mix & after  # the old mix, with Bea in it, is gone; the new one has new keys
+    renditions = {r.name for r in service.catalog().renditions(rid)}
+    assert renditions == {"mix", "source", "hosts/3/source"}
+    detail = httpx.get(f"{service.api}/api/recordings/{rid}", timeout=10).json()
+    assert [(h["seat"], h["name"], h["recorded"]) for h in detail["hosts"]] == [
+        (1, "Ana", True),
+        (2, "removed", False),
+        (3, "Cai", True),
+    ]
+    turns = httpx.get(f"{service.api}/api/recordings/{rid}/speakers", timeout=10).json()
+    assert sorted({t["seat"] for t in turns}) == [1, 3]
+
+    mix, samples, rate = audio_of(service, rid, "mix", tmp_path)
+    assert mix.ended and abs(mix.duration_s() - 8) <= 2.5
+    assert {int(d.attributes["SEAT"]) for d in mix.dateranges} == {1, 3}
+    heard = tones_per_second(samples, rate, list(tones.values()))
+    assert sum(1 for t in heard if t == {300, 700}) >= 5, heard
+    assert not any(500 in t for t in heard), heard  # Bea is in no second of the new mix
+
+    # A clip made now is cut from the new mix: without her.
+    clip_reply = httpx.post(
+        f"{service.api}/api/recordings/{rid}/clips",
+        json={"title": "After", "start_s": 1.0, "end_s": 6.0},
+        headers=auth(token),
+        timeout=10,
+    )
+    assert clip_reply.status_code == 202, clip_reply.text
+    clip = wait_until(
+        lambda: clip_done(clip_reply.json()["status_url"], token), timeout=60, what="the clip"
+    )
+    m4a = tmp_path / "after.m4a"
+    m4a.write_bytes(httpx.get(clip["audio_url"], timeout=10, follow_redirects=True).content)
+    with av.open(str(m4a)) as media:
+        stream = media.streams.audio[0]
+        clip_samples = np.concatenate([f.to_ndarray()[0] for f in media.decode(stream)])
+    heard = tones_per_second(clip_samples, stream.rate, list(tones.values()))
+    assert heard and all(t == {300, 700} for t in heard), heard
+
+    # Removing the last recorded host but one more is refused: take the recording down instead.
+    assert httpx.delete(f"{url}/3", headers=auth(token), timeout=10).status_code == 202
+    wait_until(
+        lambda: (
+            len(
+                [
+                    e
+                    for e in service.catalog().audit_log(recording_id=rid)
+                    if e.action == "remove_host"
+                ]
+            )
+            == 2
+        ),
+        timeout=60,
+        what="second removal",
+    )
+    last = httpx.delete(f"{url}/1", headers=auth(token), timeout=10)
+    assert last.status_code == 409 and "take the recording down" in last.json()["detail"]
