@@ -90,7 +90,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         responses={503: {"model": HealthOut, "description": "the store or the catalog is down"}},
     )
     async def healthz() -> JSONResponse:
-        """The store's and the catalog's status, within AFTERLIVE_HEALTH_TIMEOUT (1.5 s) whatever
+        """The store's and the catalog's status, within AFTERLIVE_HEALTH_TIMEOUT (1 s) whatever
         they do; 503 if either is down, with `detail` saying which and why."""
         rt: Runtime = app.state.runtime
         ok, body = await rt.health.check()

@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # /healthz answers within this long whatever the store or catalog does (a probe that takes
     # longer reports the part as down, "did not answer within N s").
-    health_timeout: Duration = timedelta(seconds=1.5)
+    health_timeout: Duration = timedelta(seconds=1)
 
     s3_endpoint_url: str | None = Field(
         None, validation_alias=AliasChoices("AFTERLIVE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
