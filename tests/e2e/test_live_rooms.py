@@ -291,9 +291,20 @@ def test_audio_room_six_speakers_one_not_recorded(service, token, tmp_path) -> N
     assert sorted({t["seat"] for t in speakers.json()}) == [1, 2, 3, 4, 5]
 
     # A clip of the conversation is cut from the mix: all five voices, on the mix's timeline.
+    clip, clip_samples, clip_rate = clip_of(service, token, recording.id, 2.0, 6.0, tmp_path)
+    assert abs(clip["duration_s"] - 4.0) < 0.1
+    clip_master = parse_master_playlist(httpx.get(clip["playback_url"], timeout=10).text)
+    assert [v.uri for v in clip_master.variants] == ["mix/index.m3u8"]
+    assert abs(len(clip_samples) / clip_rate - 4.0) < 0.1
+    heard = tones_per_second(clip_samples, clip_rate, list(tones.values()))
+    assert len(heard) >= 3 and all(t == {tones[n] for n in range(1, 6)} for t in heard), heard
+
+
+def clip_of(service: Service, token: str, recording_id: str, start_s, end_s, tmp_path):
+    """A clip cut by the API, once done, and its .m4a decoded (first channel, rate)."""
     reply = httpx.post(
-        f"{service.api}/api/recordings/{recording.id}/clips",
-        json={"title": "All of us", "start_s": 2.0, "end_s": 6.0},
+        f"{service.api}/api/recordings/{recording_id}/clips",
+        json={"title": "A clip", "start_s": start_s, "end_s": end_s},
         headers=auth(token),
         timeout=10,
     )
@@ -301,17 +312,12 @@ def test_audio_room_six_speakers_one_not_recorded(service, token, tmp_path) -> N
     clip = wait_until(
         lambda: clip_done(reply.json()["status_url"], token), timeout=60, what="the clip"
     )
-    assert abs(clip["duration_s"] - 4.0) < 0.1
-    clip_master = parse_master_playlist(httpx.get(clip["playback_url"], timeout=10).text)
-    assert [v.uri for v in clip_master.variants] == ["mix/index.m3u8"]
-    m4a = tmp_path / "clip.m4a"
+    m4a = tmp_path / f"{clip['id']}.m4a"
     m4a.write_bytes(httpx.get(clip["audio_url"], timeout=10, follow_redirects=True).content)
     with av.open(str(m4a)) as media:
         stream = media.streams.audio[0]
-        assert abs(float(stream.duration * stream.time_base) - 4.0) < 0.05
-        clip_samples = np.concatenate([f.to_ndarray()[0] for f in media.decode(stream)])
-    heard = tones_per_second(clip_samples, stream.rate, list(tones.values()))
-    assert len(heard) >= 3 and all(t == {tones[n] for n in range(1, 6)} for t in heard), heard
+        samples = np.concatenate([f.to_ndarray()[0] for f in media.decode(stream)])
+        return clip, samples, stream.rate
 
 
 def clip_done(status_url: str, token: str) -> dict | None:
@@ -381,22 +387,8 @@ def test_a_host_removed_from_an_ended_recording_leaves_nothing_and_the_mix_is_ma
     assert not any(500 in t for t in heard), heard  # Bea is in no second of the new mix
 
     # A clip made now is cut from the new mix: without her.
-    clip_reply = httpx.post(
-        f"{service.api}/api/recordings/{rid}/clips",
-        json={"title": "After", "start_s": 1.0, "end_s": 6.0},
-        headers=auth(token),
-        timeout=10,
-    )
-    assert clip_reply.status_code == 202, clip_reply.text
-    clip = wait_until(
-        lambda: clip_done(clip_reply.json()["status_url"], token), timeout=60, what="the clip"
-    )
-    m4a = tmp_path / "after.m4a"
-    m4a.write_bytes(httpx.get(clip["audio_url"], timeout=10, follow_redirects=True).content)
-    with av.open(str(m4a)) as media:
-        stream = media.streams.audio[0]
-        clip_samples = np.concatenate([f.to_ndarray()[0] for f in media.decode(stream)])
-    heard = tones_per_second(clip_samples, stream.rate, list(tones.values()))
+    _, clip_samples, clip_rate = clip_of(service, token, rid, 1.0, 6.0, tmp_path)
+    heard = tones_per_second(clip_samples, clip_rate, list(tones.values()))
     assert heard and all(t == {300, 700} for t in heard), heard
 
     # Removing the last recorded host but one more is refused: take the recording down instead.
