@@ -57,7 +57,8 @@ class MixLane:
             on_audio=self.speech.feed,
             label=label,
         )
-        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(MAX_QUEUED)
+        # Unbounded as a queue; `_put` bounds the frames in it.
+        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.dropped = 0
         self.failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"mix-{label}", daemon=True)
@@ -67,33 +68,36 @@ class MixLane:
 
     def audio(self, seat: int, *, codec: str, extradata: bytes | None) -> None:
         """A seat's audio format: at its first probe, and again after each change."""
-        self._put(("audio", seat, codec, extradata), block=True)
+        self._put(("audio", seat, codec, extradata), control=True)
 
     def frame(self, seat: int, payload: bytes, wall: datetime) -> None:
         """One compressed audio frame of a seat, and the wall-clock time of its first sample."""
         self._put(("frame", seat, payload, wall))
 
     def left(self, seat: int) -> None:
-        self._put(("left", seat), block=True)
+        self._put(("left", seat), control=True)
 
     def close(self, end: datetime | None = None) -> None:
-        """Mix what came, close the last segment and the open turns; blocks until done."""
-        self._put(("close", end), block=True)
+        """Mix what came, close the last segment and the open turns; blocks until done (call
+        it off the event loop)."""
+        self._put(("close", end), control=True)
         self._thread.join()
 
     def current(self) -> list[SpeakerTurn]:
         """Turns in progress (who is speaking now)."""
         return self.speech.current()
 
-    def _put(self, item: tuple[Any, ...], *, block: bool = False) -> None:
+    def _put(self, item: tuple[Any, ...], *, control: bool = False) -> None:
+        """Never waits: callers are the event loop and the segmenting threads. Frames beyond
+        MAX_QUEUED are dropped; a seat's format and its leaving always go in (few and small)."""
         if self.failed is not None or not self._thread.is_alive():
             return
-        try:
-            self._queue.put(item, block=block, timeout=5 if block else None)
-        except queue.Full:
+        if not control and self._queue.qsize() >= MAX_QUEUED:
             self.dropped += 1
             if self.dropped == 1:
                 log.warning("%s: the mix fell behind; dropping audio frames", self.label)
+            return
+        self._queue.put_nowait(item)
 
     # -- the mix thread -----------------------------------------------------------------------
 

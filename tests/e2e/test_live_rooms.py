@@ -352,11 +352,17 @@ def test_a_host_removed_from_an_ended_recording_leaves_nothing_and_the_mix_is_ma
     reply = httpx.delete(f"{url}/2", headers=auth(token), timeout=10)
     assert reply.status_code == 202, reply.text
 
+    job_id = reply.json()["job_id"]
+
     def removed():
-        events = [
+        # The audit entry is written in the switch; the objects go after it, then the job is done.
+        job = service.catalog().job(job_id)
+        assert job.status != "failed", job.error
+        if job.status != "done":
+            return None
+        return next(
             e for e in service.catalog().audit_log(recording_id=rid) if e.action == "remove_host"
-        ]
-        return events[0] if events else None
+        )
 
     event = wait_until(removed, timeout=60, what="the removal job")
     gone = {
