@@ -1,6 +1,8 @@
 // The catch-up page: live rooms and recent replays from the public API, played with hls.js.
 // Vanilla ES module, no build step. Deep link: /#/r/{recording_id}.
 
+import { isRoom, Room } from './room.js';
+
 const REFRESH_MS = 10_000;
 const MAX_SOURCE_RELOADS = 3; // in a row, on refused segments (presigned URLs past their TTL)
 const MAX_MEDIA_RECOVERIES = 2;
@@ -16,7 +18,9 @@ const ui = {
   overlay: $('overlay'), overlayText: $('overlay-text'), overlayAction: $('overlay-action'),
   title: $('now-title'), meta: $('now-meta'), meter: $('meter'), banner: $('banner'),
 };
-const player = { rec: null, hls: null, session: 0, live: false, reloads: 0, recoveries: 0 };
+const player = {
+  rec: null, hls: null, room: null, session: 0, live: false, reloads: 0, recoveries: 0,
+};
 let clockSkewMs = 0; // server time minus ours, from the Date header of API replies
 
 // ---- API ----------------------------------------------------------------------------------
@@ -206,6 +210,9 @@ function overlay(text, { busy = false, action = null } = {}) {
 
 function stopPlayback() {
   player.session += 1;
+  player.room?.close();
+  player.room = null;
+  delete stage.dataset.room;
   player.hls?.destroy();
   player.hls = null;
   media.removeAttribute('src');
@@ -259,9 +266,22 @@ async function openRecording(id) {
   if (session !== player.session) return;
   Object.assign(player, { rec, live: rec.status === 'live', reloads: 0, recoveries: 0 });
   renderNow();
+  if (isRoom(rec)) openRoom(rec);
   stage.scrollIntoView({ behavior: 'smooth', block: 'start' });
   ui.play.focus({ preventScroll: true }); // Space now plays and pauses
   await attach(rec, session);
+}
+
+// A room with several hosts: the mix plays here as for one host; room.js adds the hosts' tiles.
+function openRoom(rec) {
+  stage.dataset.room = rec.kind;
+  player.room = new Room({
+    rec, media, mix: () => player.hls, loadHls, getJSON,
+    ui: {
+      grid: $('room-grid'), bar: $('room-bar'), speaking: $('speaking'),
+      prev: $('prev-speaker'), next: $('next-speaker'),
+    },
+  });
 }
 
 async function attach(rec, session) {
