@@ -56,6 +56,15 @@ class RuntimeCollector(Collector):
             "Lives ended (keeping what they had) because the spool's disk was full",
             rt.recorder.ended_spool_full,
         )
+        dropped = CounterMetricFamily(
+            "afterlive_mix_dropped_seconds",
+            "Seconds of hosts' audio the live room mixes could not take: late (behind the"
+            " jitter buffer), early (far ahead of the clock), behind (the mix fell behind)",
+            labels=["reason"],
+        )
+        for why, seconds in rt.recorder.mix_dropped_s().items():
+            dropped.add_metric([why], seconds)
+        yield dropped
         yield GaugeMetricFamily(
             "afterlive_spool_free_bytes",
             "Free bytes on the spool's disk (new lives are refused under min_spool_free)",

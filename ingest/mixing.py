@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 TICK_S = 0.1
 # Frames waiting for the mix thread, over all seats: about 10 s of a 10-seat room.
 MAX_QUEUED = 4096
+# The mix is emitted this far behind the wall clock: a seat's audio must reach it within that
+# (the recorder reads a mixed seat's socket in batches shorter than this, `READ_WITHIN_S`).
+JITTER_S = 0.5
+READ_WITHIN_S = JITTER_S - 0.05
 
 
 class MixLane:
@@ -56,6 +60,7 @@ class MixLane:
             on_segment=on_segment,
             on_audio=self.speech.feed,
             label=label,
+            jitter_s=JITTER_S,
         )
         # Unbounded as a queue; `_put` bounds the frames in it.
         self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
@@ -86,6 +91,18 @@ class MixLane:
     def current(self) -> list[SpeakerTurn]:
         """Turns in progress (who is speaking now)."""
         return self.speech.current()
+
+    def dropped_s(self) -> dict[str, float]:
+        """Seconds of seat audio the mix could not take so far, by why (read from any thread:
+        counters, a moment stale at worst)."""
+        stats = list(self.mix.stats.values())
+        rate = self.mix.rate
+        return {
+            "late": sum(s.late_samples for s in stats) / rate,
+            "early": sum(s.ahead_samples for s in stats) / rate,
+            # A frame is AAC's 1024 samples (MP3's 1152: near enough for a counter).
+            "behind": self.dropped * 1024 / rate,
+        }
 
     def _put(self, item: tuple[Any, ...], *, control: bool = False) -> None:
         """Never waits: callers are the event loop and the segmenting threads. Frames beyond

@@ -58,6 +58,7 @@ from ingest.errors import (
     UnknownStreamKey,
 )
 from ingest.lanes import LanePool, MediaLane
+from ingest.mixing import READ_WITHIN_S as MIX_READ_WITHIN_S
 from ingest.mixing import MixLane
 from storage import Catalog
 from storage import keys as K
@@ -212,8 +213,19 @@ class Recorder:
         self._claims: dict[str, _Claim] = {}
         self.refused_busy = 0
         self.ended_spool_full = 0  # lives ended because the spool's disk was full
+        self._mix_dropped = {"late": 0.0, "early": 0.0, "behind": 0.0}  # of ended mixes
         self.space = SpoolSpace(config.spool_dir)
         self.pool = LanePool(config.segmenter_threads)
+
+    def mix_dropped_s(self) -> dict[str, float]:
+        """Seconds of seat audio the room mixes could not take, by why (late: over the jitter
+        buffer behind; early: far ahead of the wall clock; behind: the mix thread fell behind)."""
+        total = dict(self._mix_dropped)
+        for state in list(self._live.values()):
+            if state.mix is not None:
+                for why, seconds in state.mix.dropped_s().items():
+                    total[why] += seconds
+        return total
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -410,6 +422,8 @@ class Recorder:
         if state.mix is not None:
             # Its last segment and the open speaker turns, before the playlists are final.
             await asyncio.to_thread(state.mix.close, ended_at)
+            for why, seconds in state.mix.dropped_s().items():
+                self._mix_dropped[why] += seconds
         # No segment ever closed: nothing to replay. Viewers must not find an empty recording.
         if state.segments == 0 and await asyncio.to_thread(
             self.catalog.discard_recording, state.id
@@ -882,6 +896,7 @@ class PublishSession:
         self._anchors: dict[str, tuple[float, datetime]] = {}  # rendition -> (media s, wall)
         self._ends: dict[str, datetime] = {}
         self._audio: tuple[str, bytes | None] | None = None  # (codec, extradata), once probed
+        self._mixed_s: float | None = None  # media time of the last audio sent to the mix
         self._started_flv = False
         self.metadata: dict[str, Any] = {}
         # The optional ladder gets a copy of the input. Until the source's height is known
@@ -1161,6 +1176,7 @@ class PublishSession:
             self._wall_start = self.recorder.now()
         if type_id == flv.AUDIO:
             if self.state.mix is not None:
+                self._mixed_s = timestamp_ms / 1000
                 self._on_flv_audio(timestamp_ms, payload)
             elif len(payload) > 2 and payload[1] == 0 and payload[0] >> 4 == flv.SOUND_AAC:
                 self._audio = ("aac", bytes(payload[2:]))  # for a mix that starts later
@@ -1179,7 +1195,12 @@ class PublishSession:
         return room
 
     def next_cut_s(self) -> float | None:
-        return None if self.lane is None else self.lane.next_cut_s()
+        cut = None if self.lane is None else self.lane.next_cut_s()
+        if cut is not None and self._mixed_s is not None and self.state.mix is not None:
+            # The mix takes a seat's audio only within its jitter buffer: the socket is read
+            # before then, not only at the segmenter's next cut (up to a second of media on).
+            cut = min(cut, self._mixed_s + MIX_READ_WITHIN_S)
+        return cut
 
     async def room(self) -> None:
         if not self.recorded:

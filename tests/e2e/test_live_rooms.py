@@ -7,6 +7,7 @@ tone and no other's, on the one wall clock of the recording."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta
 
@@ -77,6 +78,7 @@ def test_four_hosts_one_recording_a_seat_each(service, token, tmp_path) -> None:
     bea, cai, dan = (invite(service, token, room, name) for name in ("Bea", "Cai", "Dan"))
     assert [h["seat"] for h in (bea, cai, dan)] == [2, 3, 4]
 
+    dropped_before = mix_dropped(service)
     t0 = time.monotonic()
     ana_live = publish_rtmp(room["rtmp_url"], seconds=22, tone_hz=TONES[1])
     cai_live = publish_rtmp(cai["rtmp_url"], seconds=10, tone_hz=TONES[3], video=False)
@@ -172,6 +174,10 @@ def test_four_hosts_one_recording_a_seat_each(service, token, tmp_path) -> None:
                 assert TONES[seat] not in tones, (second, seat, tones, intervals)
                 checked += 1
     assert checked >= 60, checked
+    # Every host's audio reached the mix in time: none dropped (read in batches, RTMP sockets
+    # would hold up to a second of it, over the mix's jitter buffer).
+    dropped = mix_dropped(service)
+    assert all(dropped[why] - dropped_before[why] < 0.05 for why in dropped), dropped
 
     # Who spoke when: each host's turns match when they sent their tone, within 0.5 s.
     turns = httpx.get(f"{service.api}/api/recordings/{rid}/speakers", timeout=10).json()
@@ -212,6 +218,14 @@ def spans(service: Service, recording_id: str, rendition: str) -> list[tuple[dat
         else:
             runs.append((seg.program_date_time, end))
     return runs
+
+
+def mix_dropped(service: Service) -> dict[str, float]:
+    """afterlive_mix_dropped_seconds_total by reason, from /metrics."""
+    text = httpx.get(f"{service.api}/metrics", timeout=10).text
+    found = re.findall(r'^afterlive_mix_dropped_seconds_total\{reason="(\w+)"\} (\S+)$', text, re.M)
+    assert found, text[:2000]
+    return {why: float(value) for why, value in found}
 
 
 def hosts_of(service: Service, token: str, room: dict) -> list[dict]:
