@@ -1,7 +1,8 @@
 """A live room's mix and speaker turns, on a thread of their own.
 
-Seats hand their compressed audio frames over (`frame`) from whatever thread segments them; a
-bounded queue carries them to the mix thread, which decodes, mixes, encodes and cuts segments
+Seats hand their compressed audio frames over (`frame`) from whatever thread segments them; an
+inbox (a deque: appending takes no lock and wakes nobody) carries them to the mix thread, which
+every TICK_S takes what came, decodes, mixes, encodes and cuts segments
 (`transcode.mix.RoomMix`) and finds who is speaking (`transcode.speech.RoomSpeech`). Nothing
 here ever blocks a seat: a mix that falls behind drops frames (counted, logged once) rather than
 hold the room's recording back, and a mix that fails stops alone, the seats' own renditions go
@@ -11,8 +12,8 @@ on.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,9 @@ from transcode.speech import RoomSpeech, SpeakerTurn
 
 log = logging.getLogger(__name__)
 
-# How often the mix is emitted when no frame comes (every seat silent or gone).
+# How often the mix thread takes the frames that came and emits the mix. Waking it per frame
+# (a queue's notify, a thread switch and the GIL handed over ~50 times a second per seat) cost
+# more than the mixing; what waits here for at most a tick is well inside the jitter buffer.
 TICK_S = 0.1
 # Frames waiting for the mix thread, over all seats: about 10 s of a 10-seat room.
 MAX_QUEUED = 4096
@@ -62,8 +65,9 @@ class MixLane:
             label=label,
             jitter_s=JITTER_S,
         )
-        # Unbounded as a queue; `_put` bounds the frames in it.
-        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        # `_put` bounds the frames in it.
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._closing = threading.Event()
         self.dropped = 0
         self.failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"mix-{label}", daemon=True)
@@ -86,6 +90,7 @@ class MixLane:
         """Mix what came, close the last segment and the open turns; blocks until done (call
         it off the event loop)."""
         self._put(("close", end), control=True)
+        self._closing.set()
         self._thread.join()
 
     def current(self) -> list[SpeakerTurn]:
@@ -109,12 +114,12 @@ class MixLane:
         MAX_QUEUED are dropped; a seat's format and its leaving always go in (few and small)."""
         if self.failed is not None or not self._thread.is_alive():
             return
-        if not control and self._queue.qsize() >= MAX_QUEUED:
+        if not control and len(self._inbox) >= MAX_QUEUED:
             self.dropped += 1
             if self.dropped == 1:
                 log.warning("%s: the mix fell behind; dropping audio frames", self.label)
             return
-        self._queue.put_nowait(item)
+        self._inbox.append(item)
 
     # -- the mix thread -----------------------------------------------------------------------
 
@@ -132,21 +137,17 @@ class MixLane:
             log.warning("%s: seat %d: %s", self.label, seat, exc)
 
     def _run(self) -> None:
-        mix, speech = self.mix, self.speech
+        mix, speech, inbox = self.mix, self.speech, self._inbox
         try:
             while True:
-                try:
-                    item = self._queue.get(timeout=TICK_S)
-                except queue.Empty:
-                    item = None
-                if item is not None:
+                self._closing.wait(TICK_S)
+                while inbox:
+                    item = inbox.popleft()
                     if item[0] == "close":
                         mix.finish(item[1])
                         speech.finish(item[1])
                         return
                     self._take(item)
-                    if not self._queue.empty():
-                        continue  # catch up first: advance once the queue is drained
                 now = self._now()
                 mix.advance(now)
                 speech.idle(now)
