@@ -170,6 +170,7 @@ def test_studio_lanes_show_who_spoke_when_and_a_turn_makes_the_clip(
     page.wait_for_function(
         f"Math.abs(document.getElementById('rec-media').currentTime - {start}) < 0.3"
     )
+    page.locator("#editor").screenshot(path=str(tmp_path / "studio-lanes.png"))
     # Another range unpresses it.
     page.get_by_label("Start", exact=True).fill("0:01.0")
     page.get_by_label("Start", exact=True).press("Tab")
