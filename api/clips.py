@@ -20,6 +20,7 @@ from storage import keys as K
 from storage.catalog import MIX, SOURCE, Catalog
 from storage.models import Clip, Job, Recording, Rendition
 from storage.store import ObjectStore
+from storage.timeline import timeline_position
 from transcode.clipper import ClipRangeError, SourceSegment, cut_clip, plan_clip
 from transcode.playlists import MasterPlaylist, Variant
 
@@ -104,17 +105,13 @@ class Clips:
             raise ClipRangeError(f"recording {recording_id} has no media yet")
 
         def offset(moment: datetime, what: str) -> float:
-            position = 0.0
-            for seg in segments:
-                end = seg.start_at + timedelta(seconds=seg.duration_s)
-                if moment < end:
-                    into = (moment - seg.start_at).total_seconds()
-                    return position + min(max(into, 0.0), seg.duration_s)
-                position += seg.duration_s
-            last = segments[-1].start_at + timedelta(seconds=segments[-1].duration_s)
-            raise ClipRangeError(
-                f"{what} {moment.isoformat()} is after the recording's end ({last.isoformat()})"
-            )
+            position = timeline_position(segments, moment)
+            if position is None:
+                last = segments[-1].start_at + timedelta(seconds=segments[-1].duration_s)
+                raise ClipRangeError(
+                    f"{what} {moment.isoformat()} is after the recording's end ({last.isoformat()})"
+                )
+            return position
 
         first = segments[0].start_at
         if start_at < first:

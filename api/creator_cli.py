@@ -35,6 +35,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     episode.add_argument("--intro", default=None, help="a clip id played first")
     episode.add_argument("--outro", default=None, help="a clip id played last")
     episode.add_argument("--crossfade", type=float, default=1.0, help="seconds (default 1)")
+    episode.add_argument(
+        "--chapters",
+        choices=("clips", "speakers"),
+        default="clips",
+        help="one chapter per clip (default), or one per speaker turn titled with the host",
+    )
     episode.add_argument("--token", default=None, help=token_help)
     episode.set_defaults(run=_episode)
 
@@ -76,6 +82,7 @@ def _episode(settings: Settings, args: argparse.Namespace) -> int:
             "intro_clip": args.intro,
             "outro_clip": args.outro,
             "crossfade_s": args.crossfade,
+            "chapters": args.chapters,
         },
     )
     print(f"episode {episode['id']} queued", file=sys.stderr)

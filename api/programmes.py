@@ -16,7 +16,7 @@ from api.feeds import FeedUrls, render_feed
 from api.jobs import JobRunner
 from storage import keys as K
 from storage.catalog import Catalog
-from storage.models import Episode, Job, Programme
+from storage.models import Clip, Episode, Job, Programme
 from storage.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,11 @@ class Programmes:
         intro_clip: str | None,
         outro_clip: str | None,
         crossfade_s: float,
+        chapters: str = "clips",
     ) -> tuple[Episode, Job]:
+        """`chapters` "speakers": each clip's speaker turns are read now, onto the clip's own
+        timeline, and kept in the recipe (a recording's turns go when it expires)."""
+        turns: dict[str, list] = {}
         for clip_id in [*clips, intro_clip, outro_clip]:
             if clip_id is None:
                 continue
@@ -145,6 +149,8 @@ class Programmes:
                     f"clip {clip_id} ({clip.duration_s:.1f} s) is not longer than the "
                     f"crossfade ({crossfade_s:g} s)"
                 )
+            if chapters == "speakers":
+                turns[clip_id] = self._clip_turns(clip)
         episode, job = self.catalog.start_episode(
             programme_id=programme.id,
             creator_id=creator_id,
@@ -156,10 +162,20 @@ class Programmes:
                 "intro_clip": intro_clip,
                 "outro_clip": outro_clip,
                 "crossfade_s": crossfade_s,
+                "chapters": chapters,
+                "turns": turns,
             },
         )
         self.jobs.submit(job.id)
         return episode, job
+
+    def _clip_turns(self, clip: Clip) -> list[tuple[float, float, str]]:
+        """The speaker turns inside a clip, (start, end, host) in seconds from its start."""
+        return [
+            (round(t.start_s - clip.start_s, 3), round(t.end_s - clip.start_s, 3), t.host)
+            for t in self.catalog.timeline_turns(clip.recording_id)
+            if t.end_s > clip.start_s and t.start_s < clip.end_s
+        ]
 
     def resume(self) -> int:
         return self.jobs.resume()
@@ -198,7 +214,8 @@ class Programmes:
                 raise EpisodeRefused(f"clip {clip_id} is gone")
             path = work / f"{clip_id}.m4a"
             self.store.download(K.clip_audio(clip_id), path)
-            return EpisodePart(path=path, title=clip.title)
+            turns = [tuple(t) for t in recipe.get("turns", {}).get(clip_id, [])]
+            return EpisodePart(path=path, title=clip.title, turns=turns)
 
         artwork = None
         if programme.artwork_key:

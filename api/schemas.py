@@ -306,6 +306,11 @@ class EpisodeIn(Peer):
     intro_clip: ClipId | None = None
     outro_clip: ClipId | None = None
     crossfade_s: float = Field(1.0, ge=0, le=10)
+    chapters: Literal["clips", "speakers"] = Field(
+        "clips",
+        description="one chapter per clip, or one per speaker turn (titled with the host's "
+        "name) in clips of recordings whose speaker turns are still kept",
+    )
 
 
 class EpisodeOut(BaseModel):

@@ -35,6 +35,7 @@ from storage.models import (
     new_id,
     new_stream_key,
 )
+from storage.timeline import timeline_end, timeline_position
 
 CREATOR_SEAT = 1
 MAX_HOST_NAME = 100
@@ -54,6 +55,16 @@ class Seat:
     host_id: str | None  # None: the room's creator
     recorded: bool = True
     removed: bool = False  # the key of a host the creator removed from the room
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimelineTurn:
+    """A speaker turn in seconds into its recording's timeline."""
+
+    seat: int
+    host: str
+    start_s: float
+    end_s: float
 
 
 def seat_rendition(seat: int, name: str) -> str:
@@ -231,6 +242,29 @@ class SeatQueries:
             query = query.where(SpeakerTurn.seat == seat)
         with self.session() as s:
             return s.scalars(query.order_by(SpeakerTurn.start_at, SpeakerTurn.seat)).all()
+
+    def timeline_turns(self, recording_id: str) -> list[TimelineTurn]:
+        """A recording's turns placed on its timeline (the rendition clips are cut from and
+        the studio shows), with the host's name; turns past its stored end are left out (a
+        live recording's newest), an end past it is cut there."""
+        segments = self.find_segments(recording_id, self.timeline_rendition(recording_id))
+        names = {s.seat: s.name for s in self.recording_seats(recording_id)}
+        end_s = timeline_end(segments)
+        placed = []
+        for turn in self.speaker_turns(recording_id):
+            start = timeline_position(segments, turn.start_at)
+            if start is None:
+                continue
+            end = timeline_position(segments, turn.end_at)
+            placed.append(
+                TimelineTurn(
+                    seat=turn.seat,
+                    host=names.get(turn.seat, f"seat {turn.seat}"),
+                    start_s=start,
+                    end_s=end_s if end is None else end,
+                )
+            )
+        return placed
 
     # -- a host removed from a recording (consent) ----------------------------------------------
 

@@ -42,9 +42,20 @@ Chapters: a part starts on the programme's timeline at the sum of the parts befo
 crossfade per join. Its chapter starts at the middle of the crossfade that brings it in: with
 equal-power curves both parts are equally loud there, and from there on the new one is the
 louder. The first chapter starts at 0, each chapter ends where the next begins, the last at the
-end of the programme. Durations are counted in samples at `sample_rate`: every part is padded or
-trimmed to the duration its container declares (demuxed packets for containers whose duration
-is an estimate: MPEG-TS, ADTS, FLV), so chapters, fades and the total are exact by construction.
+end of the programme. A part with speaker turns (`EpisodePart.turns`, an episode made with
+chapters "speakers") gets one chapter per turn instead, titled with the host's name
+(`speaker_marks`): turns of one host less than `SPEAKER_MERGE_GAP_S` apart are one turn, turns
+shorter than `SPEAKER_MIN_TURN_S` (a laugh, "mm-hm") and turns wholly inside another host's (an
+interjection: the other still has the floor) make no chapter, and a chapter follows its host
+through any silence up to the next host's turn. The part's first chapter is its first host's
+when that turn starts within `SPEAKER_MERGE_GAP_S` of the part's start (else the part's own
+title comes first, up to that turn). A turn is placed at the part's start on the programme's
+timeline plus its offset in the part; one that starts in the crossfade that brings the part in
+starts at its middle, with the part, and one that starts after the middle of the crossfade out
+belongs to the next part (it makes no chapter). Durations are counted in samples at
+`sample_rate`: every part is padded or trimmed to the duration its container declares (demuxed
+packets for containers whose duration is an estimate: MPEG-TS, ADTS, FLV), so chapters, fades
+and the total are exact by construction.
 
 Tags: the MP3 carries ID3v2.3 written by mutagen (TIT2, TALB, TPE1, COMM, APIC, TRCK, TDRC,
 TCON, and one CHAP per part under one ordered top-level CTOC). v2.3 because some podcast players
@@ -124,6 +135,11 @@ MAX_PEAK_RETRIES = 2
 PEAK_RETRY_MARGIN_DB = 0.3
 # ebur128 reports -70 LUFS when every block is gated out: nothing to normalise.
 SILENCE_LUFS = -69.0
+# Speaker chapters (`speaker_marks`): one host's turns closer than this are one turn (a breath,
+# a sentence's pause; the detector itself bridges only 0.5 s); turns shorter than the minimum
+# make no chapter (a chapter a podcast app lists should be worth skipping to).
+SPEAKER_MERGE_GAP_S = 2.0
+SPEAKER_MIN_TURN_S = 1.0
 # acrossfade refuses longer crossfades.
 MAX_CROSSFADE_S = 60.0
 # libmp3lame's rates (MPEG-1, 2 and 2.5 layer III); the native AAC encoder takes all of them.
@@ -157,6 +173,9 @@ class EpisodeError(TranscodeError):
 class EpisodePart:
     path: Path  # any audio file ffmpeg reads: .m4a, .mp3, .wav, .ts, ...
     title: str  # its chapter's title
+    # Speaker turns in the part, (start, end, host), in seconds from its start: one chapter per
+    # turn (`speaker_marks`) instead of one for the part. Empty: the part's own chapter.
+    turns: Sequence[tuple[float, float, str]] = ()
 
 
 @dataclass(kw_only=True)
@@ -271,6 +290,7 @@ def render_episode(
         [s.part.title for s in sources],
         join=join,
         rate=sample_rate,
+        marks=[speaker_marks(s.part.turns, duration_s=s.samples / sample_rate) for s in sources],
     )
     total = sum(s.samples for s in sources) - join * (len(sources) - 1)
 
@@ -591,17 +611,73 @@ class _Renderer:
 
 
 def plan_chapters(
-    samples: Sequence[int], titles: Sequence[str], *, join: int, rate: int
+    samples: Sequence[int],
+    titles: Sequence[str],
+    *,
+    join: int,
+    rate: int,
+    marks: Sequence[Sequence[tuple[float, str]]] | None = None,
 ) -> list[Chapter]:
-    """One chapter per part: each starts at the middle of the crossfade that brings it in."""
+    """One chapter per part: each starts at the middle of the crossfade that brings it in. A
+    part with `marks` (chapter starts in seconds from its own start, with their titles, as
+    `speaker_marks` gives) has those chapters instead, inside the part's span."""
     starts = [0]
     for count in samples[:-1]:
         starts.append(starts[-1] + count - join)
     total = starts[-1] + samples[-1]
-    marks = [0.0] + [(start + join / 2) / rate for start in starts[1:]] + [total / rate]
+    bounds = [0.0] + [(start + join / 2) / rate for start in starts[1:]] + [total / rate]
+    points: list[tuple[float, str]] = []
+    for i, title in enumerate(titles):
+        inner = marks[i] if marks else ()
+        ours = [] if inner and inner[0][0] <= 0 else [(bounds[i], title)]
+        for offset, name in inner:
+            at = max(bounds[i], starts[i] / rate + offset)
+            if at >= bounds[i + 1]:
+                break
+            if ours and at <= ours[-1][0]:
+                ours.pop()  # brought forward onto the one before (into the crossfade)
+            ours.append((at, name))
+        points += ours
+    ends = [at for at, _ in points[1:]] + [total / rate]
     return [
-        Chapter(title=title, start_s=marks[i], end_s=marks[i + 1]) for i, title in enumerate(titles)
+        Chapter(title=name, start_s=at, end_s=end)
+        for (at, name), end in zip(points, ends, strict=True)
     ]
+
+
+def speaker_marks(
+    turns: Iterable[tuple[float, float, str]], *, duration_s: float
+) -> list[tuple[float, str]]:
+    """Chapter starts (seconds from the part's start) and titles (host names) from a part's
+    speaker turns (start, end, host), by the rule in the module docstring. No chapter from
+    `turns` (none, or none that counts): an empty list (the part keeps its own chapter)."""
+    runs: dict[str, list[list[float]]] = {}
+    for start, end, host in sorted((max(a, 0.0), min(b, duration_s), h) for a, b, h in turns):
+        if end <= start:
+            continue
+        own = runs.setdefault(host, [])
+        if own and start - own[-1][1] < SPEAKER_MERGE_GAP_S:
+            own[-1][1] = max(own[-1][1], end)
+        else:
+            own.append([start, end])
+    kept = sorted(
+        (start, end, host)
+        for host, spans in runs.items()
+        for start, end in spans
+        if end - start >= SPEAKER_MIN_TURN_S
+    )
+    floor = [
+        (start, end, host)
+        for start, end, host in kept
+        if not any(h != host and a <= start and end <= b for a, b, h in kept)
+    ]
+    marks: list[tuple[float, str]] = []
+    for start, _, host in floor:
+        if not marks or marks[-1][1] != host:
+            marks.append((start, host))
+    if marks and marks[0][0] < SPEAKER_MERGE_GAP_S:
+        marks[0] = (0.0, marks[0][1])
+    return marks
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,4 +1,5 @@
-"""The studio's API: a recording's waveform, drawn by the studio page under its timeline.
+"""The studio's API: a recording's waveform, drawn by the studio page under its timeline, and
+its speaker lanes (who spoke when, one lane per host) under the waveform.
 
 The waveform is made from the recording's `audio` rendition (the `source` one if it has none):
 segments are downloaded a few ahead, in order, and decoded one at a time by
@@ -23,12 +24,12 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentCreator, RuntimeDep, store_work
+from api.deps import CurrentCreator, RuntimeDep, catalog_work, store_work
 from api.edge import edge_router
 from api.playback import check_playable
 from api.schemas import PathId
 from storage.catalog import SOURCE, Catalog
-from storage.models import Segment
+from storage.models import Creator, Segment
 from storage.store import ObjectStore
 from transcode.waveform import PeakMeter, downsample
 
@@ -43,6 +44,21 @@ CACHED_RECORDINGS = 16
 # Segments in flight at once: a store GET costs tens of ms, a segment's decode a few.
 FETCH_AHEAD = 4
 AUDIO = "audio"
+
+
+class TurnSpan(BaseModel):
+    start_s: float = Field(description="seconds into the recording's timeline (as clips)")
+    end_s: float
+
+
+class LaneOut(BaseModel):
+    seat: int
+    host: str = Field(description="the host's name in that seat when they went live")
+    turns: list[TurnSpan]
+
+
+class LanesOut(BaseModel):
+    lanes: list[LaneOut] = Field(description="one per recorded host; none for a single host")
 
 
 class WaveformOut(BaseModel):
@@ -173,15 +189,7 @@ async def recording_waveform(
     values over the whole recording so far, each `seconds_per_point` long."""
 
     def build() -> WaveformOut:
-        recording = runtime.catalog.recording(recording_id)
-        if recording is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no recording {recording_id}")
-        room = runtime.catalog.room(recording.room_id)
-        if room is None or room.creator_id != creator.id:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, "this recording belongs to another creator's room"
-            )
-        check_playable(recording)
+        _own_playable(runtime, recording_id, creator)
         fine, duration_s = waveforms_of(request.app, runtime).of(recording_id)
         values, factor = downsample(fine, points=points)
         return WaveformOut(
@@ -191,3 +199,48 @@ async def recording_waveform(
         )
 
     return await store_work(runtime, build)
+
+
+@router.get(
+    "/api/recordings/{recording_id}/lanes",
+    responses={
+        403: {"description": "another creator's recording"},
+        404: {"description": "no such recording"},
+        410: {"description": "the recording expired or was taken down"},
+    },
+)
+async def recording_lanes(
+    recording_id: PathId, creator: CurrentCreator, runtime: RuntimeDep
+) -> LanesOut:
+    """Who spoke when, for the studio's lanes (its room's creator only): one lane per host
+    recorded in it, with their speaker turns on the timeline the waveform and clips use (the
+    mix). A recording with one host and no turns has no lanes."""
+
+    def build() -> LanesOut:
+        _own_playable(runtime, recording_id, creator)
+        catalog = runtime.catalog
+        lanes = {
+            s.seat: LaneOut(seat=s.seat, host=s.name, turns=[])
+            for s in catalog.recording_seats(recording_id)
+            if s.recorded
+        }
+        for turn in catalog.timeline_turns(recording_id):
+            lane = lanes.setdefault(turn.seat, LaneOut(seat=turn.seat, host=turn.host, turns=[]))
+            lane.turns.append(TurnSpan(start_s=round(turn.start_s, 3), end_s=round(turn.end_s, 3)))
+        if len(lanes) < 2 and not any(lane.turns for lane in lanes.values()):
+            return LanesOut(lanes=[])
+        return LanesOut(lanes=[lanes[seat] for seat in sorted(lanes)])
+
+    return await catalog_work(runtime, build)
+
+
+def _own_playable(runtime, recording_id: str, creator: Creator) -> None:
+    recording = runtime.catalog.recording(recording_id)
+    if recording is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no recording {recording_id}")
+    room = runtime.catalog.room(recording.room_id)
+    if room is None or room.creator_id != creator.id:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "this recording belongs to another creator's room"
+        )
+    check_playable(recording)

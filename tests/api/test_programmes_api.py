@@ -152,3 +152,6 @@ def test_episode_recipes_are_checked(api: Api, owner) -> None:
         reply = api.client.post(url, json={"title": "Ep", "clips": clips}, headers=headers)
         assert reply.status_code == code, (clips, reply.text)
         assert words in str(reply.json()["detail"])
+    body = {"title": "Ep", "clips": [clip(creator_id, "done")], "chapters": "hosts"}
+    reply = api.client.post(url, json=body, headers=headers)
+    assert reply.status_code == 422 and "'clips' or 'speakers'" in str(reply.json()["detail"])

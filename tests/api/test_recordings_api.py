@@ -294,3 +294,65 @@ def test_a_multi_host_recording_lists_its_hosts_seats_and_speaker_turns(api: Api
     # Who sat and who spoke go with the media.
     assert api.catalog.recording_seats(recording.id) == []
     assert api.catalog.speaker_turns(recording.id) == []
+
+
+def test_studio_lanes_place_turns_on_the_mix_timeline(api: Api) -> None:
+    """The lanes use the timeline clips are cut from (the mix's segments), not the recording's
+    start: here the mix is dated 1 s after it and has a 2 s gap (everyone away) after 4 s."""
+    creator, headers = api.creator("Ana")
+    recording = seed_recording(api, creator, renditions=("source", "hosts/2/source"), segments=6)
+    room = api.catalog.room(recording.room_id)
+    bea = api.catalog.add_host(room.id, name="Bea", max_seats=4)
+    for seat in (
+        api.catalog.seat_by_stream_key(room.stream_key),
+        api.catalog.seat_by_stream_key(bea.stream_key),
+    ):
+        api.catalog.seat_joined(recording.id, seat)
+    at = recording.started_at
+    for seq, offset in enumerate((1, 3, 7, 9)):
+        api.catalog.add_segment(
+            recording_id=recording.id,
+            rendition="mix",
+            sequence=seq,
+            start_at=at + timedelta(seconds=offset),
+            duration_s=2.0,
+            key=K.media_segment(recording.id, "mix", at, seq, "ts"),
+            size_bytes=1,
+        )
+    api.catalog.set_rendition(
+        recording_id=recording.id, name="mix", playlist_key=K.media_playlist(recording.id, "mix")
+    )
+    s = timedelta(seconds=1)
+    api.catalog.add_speaker_turns(
+        recording.id,
+        [
+            (1, at + 1.5 * s, at + 4 * s),
+            (2, at + 5.5 * s, at + 8 * s),  # starts in the gap: at the next segment's start
+            (1, at + 10 * s, at + 12 * s),  # ends after the mix: at its end
+            (2, at + 14 * s, at + 15 * s),  # after the mix: no place on its timeline
+        ],
+    )
+    url = f"/api/recordings/{recording.id}/lanes"
+    reply = api.client.get(url, headers=headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {
+        "lanes": [
+            {
+                "seat": 1,
+                "host": "Ana",
+                "turns": [{"start_s": 0.5, "end_s": 3.0}, {"start_s": 7.0, "end_s": 8.0}],
+            },
+            {"seat": 2, "host": "Bea", "turns": [{"start_s": 4.0, "end_s": 5.0}]},
+        ]
+    }
+    assert api.client.get(url, headers=api.creator()[1]).status_code == 403
+    assert api.client.get(url).status_code == 401
+    assert api.client.get("/api/recordings/nope/lanes", headers=headers).status_code == 404
+
+    # A single host who never spoke (no mix, no turns): no lanes.
+    alone = seed_recording(api, creator)
+    api.catalog.seat_joined(
+        alone.id, api.catalog.seat_by_stream_key(api.catalog.room(alone.room_id).stream_key)
+    )
+    reply = api.client.get(f"/api/recordings/{alone.id}/lanes", headers=headers)
+    assert reply.json() == {"lanes": []}

@@ -35,7 +35,9 @@ from transcode.episode import (
     EpisodeMeta,
     EpisodePart,
     EpisodeResult,
+    plan_chapters,
     render_episode,
+    speaker_marks,
 )
 from transcode.errors import TranscodeError
 
@@ -231,6 +233,50 @@ def test_chapters_start_mid_crossfade(rendered: Rendered) -> None:
     assert [c.title for c in chapters] == [c.part.title for c in rendered.clips]
     assert [c.start_s for c in chapters] == pytest.approx(starts, abs=1e-3)
     assert [c.end_s for c in chapters] == pytest.approx([*starts[1:], total], abs=1e-3)
+
+
+def test_speaker_marks_merge_drop_and_skip_interjections() -> None:
+    turns = [
+        (0.4, 3.0, "Ana"),  # starts within 2 s of the part: its chapter starts the part
+        (3.5, 6.0, "Bea"),
+        (7.0, 8.0, "Bea"),  # 1 s after her last: the same turn
+        (9.0, 15.0, "Cai"),
+        (11.0, 12.0, "Ana"),  # wholly inside Cai's turn: an interjection
+        (3.0, 3.4, "Dan"),  # 0.4 s: too short
+        (15.5, 16.2, "Ana"),  # 0.8 s before her next: merged first, so it counts
+        (17.0, 30.0, "Ana"),  # cut at the part's end (20 s)
+        (25.0, 26.0, "Bea"),  # after the part
+    ]
+    assert speaker_marks(turns, duration_s=20.0) == [
+        (0.0, "Ana"),
+        (3.5, "Bea"),
+        (9.0, "Cai"),
+        (15.5, "Ana"),
+    ]
+    # A silent lead over 2 s keeps the part's own chapter first; nothing counting: no marks.
+    assert speaker_marks([(3.0, 5.0, "Bea")], duration_s=8.0) == [(3.0, "Bea")]
+    assert speaker_marks([(1.0, 1.5, "Bea")], duration_s=8.0) == []
+    assert speaker_marks([], duration_s=8.0) == []
+
+
+def test_speaker_chapters_on_the_programme_timeline() -> None:
+    """Two 10 s parts with a 1 s crossfade: the second starts at 9 s on the programme, its
+    chapter region at 9.5 s (mid-crossfade); a turn in the crossfade starts there, a turn after
+    the first part's region makes no chapter, a part without marks keeps its title."""
+    rate = 1000
+    marks = [[(0.0, "Ana"), (4.0, "Bea"), (9.7, "Cai")], [(0.2, "Cai"), (5.0, "Ana")], []]
+    chapters = plan_chapters(
+        [10 * rate, 10 * rate, 5 * rate], ["one", "two", "three"], join=rate, rate=rate, marks=marks
+    )
+    assert [(c.title, c.start_s, c.end_s) for c in chapters] == [
+        ("Ana", 0.0, 4.0),
+        ("Bea", 4.0, 9.5),
+        ("Cai", 9.5, 14.0),
+        ("Ana", 14.0, 18.5),
+        ("three", 18.5, 23.0),
+    ]
+    lead = plan_chapters([10 * rate], ["one"], join=0, rate=rate, marks=[[(3.0, "Bea")]])
+    assert [(c.title, c.start_s) for c in lead] == [("one", 0.0), ("Bea", 3.0)]
 
 
 def test_id3_tags_and_chapters_read_back(rendered: Rendered) -> None:

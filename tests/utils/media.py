@@ -21,12 +21,20 @@ def synthetic_input(
     tone_hz: int = 440,
     audio_codec: str = "aac",
     video_bitrate: str | None = None,
+    tone_spans: list[tuple[float, float]] | None = None,
 ) -> list[str]:
-    """ffmpeg arguments for H.264 + AAC (or AAC alone) test media, encoded on the fly."""
+    """ffmpeg arguments for H.264 + AAC (or AAC alone) test media, encoded on the fly.
+    `tone_spans`: the tone sounds only inside these (start, end) seconds, silence elsewhere (a
+    host taking turns to speak), at the level of the steady tone (ffmpeg's `sine`: 1/8)."""
     args = ["-re"]
     if video:
         args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}"]
-    args += ["-f", "lavfi", "-i", f"sine=frequency={tone_hz}:sample_rate=44100"]
+    if tone_spans is None:
+        args += ["-f", "lavfi", "-i", f"sine=frequency={tone_hz}:sample_rate=44100"]
+    else:
+        on = "+".join(f"between(t,{a},{b})" for a, b in tone_spans)
+        tone = f"if(gt({on},0),0.125*sin(2*PI*{tone_hz}*t),0)"
+        args += ["-f", "lavfi", "-i", f"aevalsrc=exprs='{tone}':s=44100:c=mono"]
     args += ["-t", str(seconds)]
     if video:
         args += [

@@ -15,7 +15,7 @@ const media = $('rec-media');
 const canvas = $('wave');
 const TOKEN_HINT = $('token').placeholder;
 const state = {
-  rec: null, wave: null, start: null, end: null, stopAt: null, drag: null, waveTimer: 0, clipsTimer: 0,
+  rec: null, wave: null, lanes: [], lanesTotal: 0, start: null, end: null, stopAt: null, drag: null, waveTimer: 0, clipsTimer: 0,
   recordings: new Map(), clips: [], order: [],
 };
 const players = new Map(); // media element -> its hls.js instance
@@ -204,7 +204,8 @@ async function loadRecordings() {
 
 function openRecording(rec) {
   clearTimeout(state.waveTimer);
-  Object.assign(state, { rec, wave: null, stopAt: null });
+  Object.assign(state, { rec, wave: null, lanes: [], stopAt: null });
+  renderLanes();
   for (const b of document.querySelectorAll('.rec-pick')) {
     b.setAttribute('aria-pressed', String(b.dataset.id === rec.id));
   }
@@ -238,6 +239,7 @@ async function loadWave(rec) {
     ]);
     if (state.rec?.id !== rec.id) return;
     Object.assign(state, { wave, rec: fresh });
+    loadLanes(rec);
     const growing = fresh.status === 'live';
     $('wave-status').textContent = growing ? `Live: the waveform grows every ${LIVE_WAVE_MS / 1000} s.` : '';
     renderMeta();
@@ -250,6 +252,73 @@ async function loadWave(rec) {
     state.waveTimer = setTimeout(() => loadWave(state.rec), LIVE_WAVE_MS);
   }
 }
+
+/** Who spoke when: the recording's speaker lanes (none for a single host). */
+async function loadLanes(rec) {
+  try {
+    const { lanes } = await api('GET', `/api/recordings/${enc(rec.id)}/lanes`);
+    if (state.rec?.id !== rec.id) return;
+    state.lanes = lanes;
+    renderLanes();
+  } catch (err) {
+    if (state.rec?.id !== rec.id || refused(err)) return;
+    $('wave-status').textContent = `The speaker lanes could not be loaded: ${err.message}`;
+  }
+}
+
+function renderLanes() {
+  $('lanes').hidden = $('lanes-help').hidden = state.lanes.length === 0;
+  $('lanes').replaceChildren(...state.lanes.map((lane) => {
+    const [row, slot] = stamp('lane-tpl');
+    row.dataset.seat = lane.seat;
+    slot('name').textContent = lane.host;
+    const track = slot('track');
+    track.setAttribute('role', 'group');
+    track.setAttribute('aria-label', `${lane.host}: ${lane.turns.length} turns`);
+    for (const turn of lane.turns) {
+      const bar = el('button', 'turn');
+      bar.type = 'button';
+      Object.assign(bar.dataset, { start: turn.start_s, end: turn.end_s, host: lane.host });
+      const when = `${clock(turn.start_s)}–${clock(turn.end_s)}`;
+      bar.title = `${lane.host} ${when}`;
+      bar.setAttribute('aria-label', `${lane.host} ${when}: set the range to this turn`);
+      track.append(bar);
+    }
+    return row;
+  }));
+  placeLanes();
+}
+
+/** The clip range that covers a turn: its start and end widened to the tenth of a second (the
+ *  range's precision), inside the recording. */
+function turnRange(bar) {
+  const start = Math.max(0, Math.floor(Number(bar.dataset.start) * 10) / 10);
+  return [start, Math.min(Math.ceil(Number(bar.dataset.end) * 10) / 10, tenth(duration()))];
+}
+
+/** Bars on the waveform's time axis (as percentages of the track, which is as wide as the
+ *  canvas); the turn that is the range is pressed. */
+function placeLanes() {
+  const total = duration();
+  state.lanesTotal = total;
+  for (const bar of $('lanes').querySelectorAll('.turn')) {
+    if (!total) break;
+    const [a, b] = [Number(bar.dataset.start), Math.min(Number(bar.dataset.end), total)];
+    bar.style.left = `${(a / total) * 100}%`;
+    bar.style.width = `${(Math.max(0, b - a) / total) * 100}%`;
+    const [start, end] = turnRange(bar);
+    bar.setAttribute('aria-pressed', String(state.start === start && state.end === end));
+  }
+}
+
+$('lanes').addEventListener('click', (e) => {
+  const bar = e.target.closest('button.turn');
+  if (!bar || !duration()) return;
+  const [start, end] = turnRange(bar);
+  setRange(start, end);
+  message($('clip-msg'), null);
+  seek(start);
+});
 
 // ---- the timeline -------------------------------------------------------------------------
 
@@ -332,6 +401,7 @@ function tick() {
   canvas.setAttribute('aria-valuenow', now.toFixed(1));
   canvas.setAttribute('aria-valuetext', `${clock(now)} of ${clock(total)}`);
   $('ed-play').textContent = media.paused ? 'Play' : 'Pause';
+  if (total !== state.lanesTotal) placeLanes();
   draw();
   if (!media.paused) requestAnimationFrame(tick);
 }
@@ -351,6 +421,7 @@ function setRange(start, end) {
   $('range-end').value = end == null ? '' : clock(end);
   $('range-len').textContent = start != null && end != null ? `${(end - start).toFixed(1)} s` : '—';
   for (const id of ['range-start', 'range-end']) $(id).removeAttribute('aria-invalid');
+  placeLanes();
   draw();
 }
 
@@ -641,7 +712,7 @@ $('ep-form').addEventListener('submit', async (e) => {
   const body = {
     title, description: $('ep-desc').value.trim(), clips: state.order,
     intro_clip: $('ep-intro').value || null, outro_clip: $('ep-outro').value || null,
-    crossfade_s: Number($('ep-xfade').value || 0),
+    crossfade_s: Number($('ep-xfade').value || 0), chapters: $('ep-chapters-by').value,
   };
   $('ep-make').disabled = true;
   $('ep-result').hidden = true;
@@ -714,7 +785,7 @@ $('token-forget').addEventListener('click', () => {
   players.forEach((hls) => hls.destroy());
   players.clear();
   clearTimeout(state.waveTimer);
-  Object.assign(state, { rec: null, wave: null, order: [] });
+  Object.assign(state, { rec: null, wave: null, lanes: [], order: [] });
   $('editor').hidden = true;
   signedIn(false);
   message($('auth-msg'), 'Token forgotten in this tab.', 'ok');
