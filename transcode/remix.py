@@ -78,7 +78,8 @@ def _packets(stem: Stem) -> Iterator[tuple[datetime, int, str, bytes]]:
         try:
             container = av.open(str(segment.path))
         except av.error.FFmpegError as exc:
-            raise TranscodeError(f"seat {stem.seat}: {segment.path.name} unreadable: {exc}") from exc
+            name = segment.path.name
+            raise TranscodeError(f"seat {stem.seat}: {name} unreadable: {exc}") from exc
         with container:
             if not container.streams.audio:
                 continue
@@ -90,4 +91,5 @@ def _packets(stem: Stem) -> Iterator[tuple[datetime, int, str, bytes]]:
                     continue
                 t = float(packet.pts * packet.time_base)
                 first = t if first is None else first
-                yield segment.start_at + timedelta(seconds=t - first), stem.seat, codec, bytes(packet)
+                at = segment.start_at + timedelta(seconds=t - first)
+                yield at, stem.seat, codec, bytes(packet)
