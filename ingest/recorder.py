@@ -199,8 +199,12 @@ class Recorder:
         uploader: Uploader,
         config: RecorderConfig,
         now: Callable[[], datetime] = utcnow,
+        on_mixed_video_ended: Callable[[str], object] | None = None,
     ) -> None:
         self.catalog = catalog
+        # Told the id of each ended video recording with a room mix (a room with hosts), in a
+        # worker thread: the composite grid's job is queued there (api/composite.py).
+        self.on_mixed_video_ended = on_mixed_video_ended
         self.indexer = SegmentIndexer(catalog, interval_s=config.index_interval_s)
         self.uploader = uploader
         self.config = config
@@ -437,6 +441,12 @@ class Recorder:
             self.catalog.end_recording(state.id, retention=self.config.retention, ended_at=ended_at)
 
         await asyncio.to_thread(end)
+        mixed_video = state.mix is not None and state.room.kind == "video"
+        if self.on_mixed_video_ended is not None and mixed_video:
+            try:
+                await asyncio.to_thread(self.on_mixed_video_ended, state.id)
+            except Exception:
+                log.exception("recording %s: its after-live work was not queued", state.id)
         log.info(
             "room %s: recording %s ended (%s), %d segments of %d seats",
             state.room.id,

@@ -53,6 +53,11 @@ FONTS = (
 # Segments further apart than this (end to next start) belong to different runs.
 GAP_S = 0.5
 MAX_TILES = 4
+# Decoding the hosts' 720p video is most of a grid's cost (about 0.1 of a core per 720p30 host
+# measured here), and a tile shows it at a quarter of its size or less: the deblocking filter
+# is skipped (~17% of a decode; its blocks shrink away in the downscale) and ffmpeg's frame
+# threads with their hand-offs are not used (one thread per input; the job runs in a batch).
+DECODE_OPTIONS = ["-threads", "1", "-skip_loop_filter", "all", "-flags2", "fast"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +152,7 @@ def filter_graph(
     width: int,
     height: int,
     duration_s: float,
-    fps: int = 30,
+    fps: int = 15,
     font: Path | None = None,
     name_files: Sequence[Path] | None = None,
 ) -> str:
@@ -171,7 +176,7 @@ def filter_graph(
         cell = cells[run.tile]
         chains.append(
             f"[{k}:v:0]setpts=PTS-STARTPTS+{run.offset_s:.3f}/TB,fps={fps},"
-            f"scale={cell.w}:{cell.h}:force_original_aspect_ratio=increase,"
+            f"scale={cell.w}:{cell.h}:force_original_aspect_ratio=increase:flags=area,"
             f"crop={cell.w}:{cell.h},setsar=1[run{k}]"
         )
         # Before the run: the tile as it is; after its last frame: the tile again.
@@ -203,16 +208,18 @@ def composite(
     directory: Path,
     width: int = 640,
     height: int = 360,
-    fps: int = 30,
+    fps: int = 15,
     target_s: float = 2.0,
     preset: str = "veryfast",
     crf: int = 26,
     first_sequence: int = 0,
     label: str = "grid",
+    paced: bool = False,
 ) -> list[GridSegment]:
     """Make the grid of `seats` (in tile order) from `start` to `end` with the mix (its
     segments' files, in order, starting at `start`) as its sound: HLS segments in `directory`.
-    Blocking; TranscodeError when ffmpeg fails."""
+    Blocking; TranscodeError when ffmpeg fails. `paced` reads every input at its own pace
+    (ffmpeg's -re), as a live composite would: for measuring what one would cost."""
     if not seats:
         raise TranscodeError(f"{label}: a grid needs at least one seat")
     if not mix:
@@ -240,10 +247,14 @@ def composite(
             if offset >= duration:
                 continue
             placed.append(Run(tile=tile, offset_s=offset, paths=[s.path for s in piece]))
+    lists_of = [_list_file(lists / f"run-{k}.txt", run.paths) for k, run in enumerate(placed)]
+    lists_of.append(_list_file(lists / "mix.txt", mix))
     inputs: list[str] = []
-    for k, run in enumerate(placed):
-        inputs += ["-i", "concatf:" + str(_list_file(lists / f"run-{k}.txt", run.paths))]
-    inputs += ["-i", "concatf:" + str(_list_file(lists / "mix.txt", mix))]
+    for k, path in enumerate(lists_of):
+        inputs += ["-re"] if paced else []
+        if k < len(placed):
+            inputs += DECODE_OPTIONS
+        inputs += ["-i", f"concatf:{path}"]
     graph = filter_graph(
         names=[s.name for s in seats],
         placed=placed,

@@ -62,7 +62,7 @@ def test_filter_graph_places_each_run_on_its_tile_at_its_time(tmp_path) -> None:
     # One name tile per seat, the size of its cell, the whole duration, the name from its file.
     tiles = [c for c in chains if c.startswith("color=")]
     assert len(tiles) == 3
-    assert all(f"c={TILE}:s=320x180:r=30:d=40.000" in c for c in tiles)
+    assert all(f"c={TILE}:s=320x180:r=15:d=40.000" in c for c in tiles)
     assert f"textfile={names[1]}" in tiles[1] and "expansion=none" in tiles[1]
     # Input k is run k: shifted to its offset, fitted to its cell, over its seat's tile.
     assert "[1:v:0]setpts=PTS-STARTPTS+6.250/TB" in graph

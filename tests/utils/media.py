@@ -21,11 +21,14 @@ def synthetic_input(
     tone_hz: int = 440,
     audio_codec: str = "aac",
     video_bitrate: str | None = None,
+    picture: str = "testsrc2",
 ) -> list[str]:
-    """ffmpeg arguments for H.264 + AAC (or AAC alone) test media, encoded on the fly."""
+    """ffmpeg arguments for H.264 + AAC (or AAC alone) test media, encoded on the fly.
+    `picture`: the lavfi video source, e.g. "color=c=red" for a host told apart by colour."""
     args = ["-re"]
     if video:
-        args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}"]
+        joiner = ":" if "=" in picture else "="
+        args += ["-f", "lavfi", "-i", f"{picture}{joiner}size={size}:rate={rate}"]
     args += ["-f", "lavfi", "-i", f"sine=frequency={tone_hz}:sample_rate=44100"]
     args += ["-t", str(seconds)]
     if video:
