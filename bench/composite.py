@@ -16,6 +16,8 @@ media second, best of `repeat`:
   same x264 settings: the same picture, plus a mix of its own; ffmpeg's default decoding.
 - live: the afterlive graph reading the four inputs at their own pace (`-re`), as a live
   composite would, for `live-seconds`: what one room would hold for its whole live.
+- floor: decoding the four hosts' video alone, with the grid's decoder options, to null: what
+  no grid of these inputs can cost less than (without skipping frames).
 - LiveKit: its published cost of a room composite, 4 CPUs (pkg/config/service.go), no run.
 """
 
@@ -34,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.utils.media import FFMPEG
-from transcode.composite import Seat, VideoSegment, composite
+from transcode.composite import DECODE_OPTIONS, Seat, VideoSegment, composite
 
 START = datetime(2026, 12, 7, 20, 0, tzinfo=UTC)
 TONES = (300, 500, 700, 900)
@@ -121,6 +123,33 @@ def ffmpeg_grid(hosts: list[Path], seconds: int, work: Path) -> float:
     return children_cpu() - before
 
 
+def decode_floor(seats: list[Seat], work: Path) -> float:
+    """Only decoding the four hosts' video, with the grid's decoder options: its floor."""
+    inputs = []
+    for n, seat in enumerate(seats):
+        listing = work / f"floor-{n}.txt"
+        listing.write_text("".join(f"{s.path}\n" for s in seat.segments))
+        inputs += [*DECODE_OPTIONS, "-i", f"concatf:{listing}"]
+    maps = [a for n in range(len(seats)) for a in ("-map", f"{n}:v:0")]
+    before = children_cpu()
+    subprocess.run(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            *inputs,
+            *maps,
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+    )
+    return children_cpu() - before
+
+
 def live(seats: list[Seat], mix: list[Path], seconds: int, work: Path) -> tuple[float, float]:
     """Our graph with every input read at its own pace (-re): CPU, and wall seconds taken."""
     out = work / "live"
@@ -157,6 +186,7 @@ def main() -> None:
 
         ours_cpu = min(ours(seats, mix, args.seconds, work) for _ in range(args.repeat))
         peer_cpu = min(ffmpeg_grid(hosts, args.seconds, work) for _ in range(args.repeat))
+        floor_cpu = min(decode_floor(seats, work) for _ in range(args.repeat))
         live_cpu, live_wall = live(seats, mix, args.live_seconds, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -164,6 +194,7 @@ def main() -> None:
     per_s = ours_cpu / args.seconds
     peer_s = peer_cpu / args.seconds
     live_s = live_cpu / args.live_seconds
+    floor_s = floor_cpu / args.seconds
     rows = [
         (f"afterlive composite, after the live (640x360 {FPS} fps, mix copied)", per_s, "1.00x"),
         ("ffmpeg CLI xstack + amix, same inputs and encoder", peer_s, f"{per_s / peer_s:.2f}x"),
@@ -171,6 +202,11 @@ def main() -> None:
             f"afterlive graph on live-paced inputs ({live_wall:.1f} s wall)",
             live_s,
             f"{per_s / live_s:.2f}x",
+        ),
+        (
+            "floor: decoding the 4 hosts' video alone (same decoder options)",
+            floor_s,
+            f"{per_s / floor_s:.2f}x",
         ),
         (
             "LiveKit room composite (published: 4 CPUs)",
