@@ -9,9 +9,9 @@ writes the master playlist again: the grid (H.264 + the mix's AAC) first, the mi
 Stock players (ffmpeg, VLC, Safari) pick the grid and get a picture with the room's sound;
 audio-only clients keep the mix.
 
-Why after the live, not live: bench/composite.py measured the grid at ~0.4 of a core per 4-host
-room (decoding four 720p30 hosts is most of it), which, held for a whole live, would cut the
-rooms a node takes by several times; a job runs it one at a time, faster than real time.
+Why after the live, not live: bench/composite.py measured the grid at 0.43-0.48 of a core per
+4-host room (decoding four 720p30 hosts is most of it), which, held for a whole live, would cut
+the rooms a node takes by several times; a job runs it one at a time, faster than real time.
 
 A host removed from the recording (api/consent.py) takes the grid with them in the removal's
 transaction; the removal then queues this job again, which makes the grid from the others.

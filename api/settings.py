@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     video_room_seats: int = Field(4, ge=1, le=16)
     audio_room_seats: int = Field(10, ge=1, le=32)
     # The composite grid video of a video room with hosts, for stock players (api/composite.py):
-    # "off", or "after": made by a job once the recording ends (~0.4 of a core per 4-host room
+    # "off", or "after": made by a job once the recording ends (~0.45 of a core per 4-host room
     # while it runs, bench/composite.py), listed first in the master playlist. Its picture size
     # (WxH, multiples of 4) and frame rate.
     room_composite: Literal["off", "after"] = "off"

@@ -761,7 +761,8 @@ class Recorder:
 
     def _finalise_from_catalog(self, recording: Recording) -> None:
         ended_at = recording.started_at
-        for rendition in self.catalog.renditions(recording.id):
+        renditions = self.catalog.renditions(recording.id)
+        for rendition in renditions:
             segments = self.catalog.find_segments(recording.id, rendition.name)
             if not segments:
                 continue
@@ -790,6 +791,12 @@ class Recorder:
             recording.id,
             ended_at.isoformat(),
         )
+        mixed = any(r.name == MIX for r in renditions)
+        if self.on_mixed_video_ended is not None and mixed and recording.kind == "video":
+            try:
+                self.on_mixed_video_ended(recording.id)
+            except Exception:
+                log.exception("recording %s: its after-live work was not queued", recording.id)
 
 
 def _indexed(fields: dict[str, Any], path: Path, error: BaseException | None) -> None:
