@@ -3,7 +3,11 @@
 A job (it pins the recording against expiry while it runs) makes the room mix again from the
 other seats' own audio (`transcode.remix`) under new keys, switches the catalog over in one
 transaction (the seat's segments, renditions and speaker turns gone, the new mix in, the audit
-entry with what was deleted), and only then deletes the seat's objects and the old mix's. Until
+entry with what was deleted), and only then deletes the seat's objects and the old mix's.
+The composite grid (api/composite.py), which shows the host, is dropped in the same
+transaction, its objects deleted with theirs and counted with them, and the master playlist
+goes back to the mix; with AFTERLIVE_ROOM_COMPOSITE=after a job then makes it again from the
+other seats. Until
 the switch, viewers play the recording as it was; after it, nothing of the host is listed or
 stored, and clips cut from then on are cut from the new mix. Clips made before are the
 creator's own, kept as they are (README, "Live Rooms").
@@ -18,11 +22,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from api.composite import write_master
 from api.jobs import JobRunner
 from storage import keys as K
 from storage.catalog import MIX, Catalog
 from storage.models import Job
-from storage.seats import seat_rendition
+from storage.seats import GRID, seat_rendition
 from storage.store import ObjectStore
 from transcode.playlists import DateRange, MediaPlaylist, MediaSegment
 from transcode.remix import Stem, StemSegment, remix
@@ -35,11 +40,22 @@ STORE_REQUESTS_AT_ONCE = 8
 
 class HostRemovals:
     def __init__(
-        self, *, catalog: Catalog, store: ObjectStore, work_dir: Path, segment_s: float
+        self,
+        *,
+        catalog: Catalog,
+        store: ObjectStore,
+        work_dir: Path,
+        segment_s: float,
+        on_removed: Callable[[str], object] | None = None,
+        on_changed: Callable[[str], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
         self.segment_s = segment_s
+        # After a removal: the recording's id, to make its composite grid again without them.
+        self.on_removed = on_removed
+        # Told the recording whose playlists changed (the playback cache drops its copies).
+        self.on_changed = on_changed
         self.jobs = JobRunner(
             catalog=catalog, kind="remove_host", work=self._work, work_dir=work_dir
         )
@@ -75,6 +91,9 @@ class HostRemovals:
             seg for segs in self.catalog.seat_segments(recording_id, seat).values() for seg in segs
         ]
         old_mix = list(self.catalog.find_segments(recording_id, MIX))
+        # The composite grid shows the host: it is dropped with them (and made again after).
+        old_grid = list(self.catalog.find_segments(recording_id, GRID))
+        gone += old_grid
         mix_rows: list[dict[str, Any]] = []
         if old_mix:
             mix_rows = self._mix_again(recording_id, seat, old_mix, recording.ended_at, work)
@@ -92,6 +111,15 @@ class HostRemovals:
         self.store.delete_many(key for key, _ in doomed)
         for name in {s.rendition for s in gone}:
             self.store.delete_prefix(f"{K.recording_prefix(recording_id)}{name}/")
+        if old_mix:
+            # Whatever grid there was is gone, even one a composite job stored meanwhile (its
+            # catalog switch is refused: the seat is no longer recorded); the master is the mix.
+            self.store.delete_prefix(f"{K.recording_prefix(recording_id)}{GRID}/")
+            write_master(self.catalog, self.store, recording_id)
+        if self.on_changed is not None:
+            self.on_changed(recording_id)
+        if self.on_removed is not None and old_mix and recording.kind == "video":
+            self.on_removed(recording_id)  # the grid again, from the others
         log.info(
             "recording %s: seat %d removed by %s: %d objects, %d bytes deleted",
             recording_id,

@@ -220,6 +220,16 @@ class Playback:
             return None
         return hit[1]
 
+    def forget(self, recording_id: str) -> None:
+        """A recording's playlists changed after it ended (a grid made or dropped, a host
+        removed): drop the copies this process holds for good."""
+        prefix = K.recording_prefix(recording_id)
+        with self._lock:
+            for key in [k for k in self._sources if k.startswith(prefix)]:
+                del self._sources[key]
+            for entry in [e for e in self._rendered if e[0].startswith(prefix)]:
+                del self._rendered[entry]
+
     def media_url(self, key: str) -> str:
         """Where a player fetches an object: the public base URL, or a presigned URL."""
         if self.public_base_url:

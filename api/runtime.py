@@ -13,6 +13,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from api.assets import ensure_hls_js_in_background
 from api.clips import Clips
+from api.composite import RoomComposites
 from api.consent import HostRemovals
 from api.health import Health
 from api.jobs import clear_work_dir
@@ -63,6 +64,7 @@ class Runtime:
     clips: Clips
     programmes: Programmes
     host_removals: HostRemovals
+    composites: RoomComposites
     health: Health
     lanes: Lanes = field(default_factory=Lanes)
     embedded: EmbeddedStore | None = None
@@ -103,6 +105,7 @@ class Runtime:
         self.clips.close()
         self.programmes.close()
         self.host_removals.close()
+        self.composites.close()
         self.uploader.close()
         self.recorder.indexer.flush(timeout_s=10)  # what the last uploads stored
         self.catalog.dispose()
@@ -172,7 +175,10 @@ def start_runtime(settings: Settings) -> Runtime:
         if finalised:
             log.warning("finalised %d recording(s) left live by a previous run", finalised)
         resumed = (
-            runtime.clips.resume() + runtime.programmes.resume() + runtime.host_removals.resume()
+            runtime.clips.resume()
+            + runtime.programmes.resume()
+            + runtime.host_removals.resume()
+            + runtime.composites.resume()
         )
         if resumed:
             log.warning("restarted %d job(s) left unfinished by a previous run", resumed)
@@ -200,6 +206,24 @@ def assemble(
 ) -> Runtime:
     """The parts of a running afterlive around a ready store and catalog."""
     uploader = Uploader(store, workers=settings.upload_workers)
+    playback = Playback(
+        store=store.impatient(
+            timeout_s=INTERACTIVE_STORE_TIMEOUT_S, attempts=INTERACTIVE_STORE_ATTEMPTS
+        ),
+        catalog=catalog,
+        url_ttl_s=int(settings.playback_url_ttl.total_seconds()),
+        public_base_url=settings.public_media_base_url,
+        now=now,
+    )
+    composites = RoomComposites(
+        catalog=catalog,
+        store=store,
+        work_dir=settings.work_dir,
+        segment_s=settings.segment_duration,
+        size=settings.composite_size,
+        fps=settings.room_composite_fps,
+        on_changed=playback.forget,
+    )
     recorder = Recorder(
         catalog=catalog,
         uploader=uploader,
@@ -218,17 +242,9 @@ def assemble(
             seats=settings.room_seats,
         ),
         now=now,
+        on_mixed_video_ended=composites.start if settings.room_composite == "after" else None,
     )
     sweeper = Sweeper(catalog=catalog, store=store, now=now)
-    playback = Playback(
-        store=store.impatient(
-            timeout_s=INTERACTIVE_STORE_TIMEOUT_S, attempts=INTERACTIVE_STORE_ATTEMPTS
-        ),
-        catalog=catalog,
-        url_ttl_s=int(settings.playback_url_ttl.total_seconds()),
-        public_base_url=settings.public_media_base_url,
-        now=now,
-    )
     return Runtime(
         settings=settings,
         store=store,
@@ -250,7 +266,10 @@ def assemble(
             store=store,
             work_dir=settings.work_dir,
             segment_s=settings.segment_duration,
+            on_removed=composites.start if settings.room_composite == "after" else None,
+            on_changed=playback.forget,
         ),
+        composites=composites,
         programmes=Programmes(
             catalog=catalog,
             store=store,

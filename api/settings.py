@@ -11,7 +11,7 @@ import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     # speakers on an audio room's stage. A host key for a seat beyond is refused.
     video_room_seats: int = Field(4, ge=1, le=16)
     audio_room_seats: int = Field(10, ge=1, le=32)
+    # The composite grid video of a video room with hosts, for stock players (api/composite.py):
+    # "off", or "after": made by a job once the recording ends (~0.45 of a core per 4-host room
+    # while it runs, bench/composite.py), listed first in the master playlist. Its picture size
+    # (WxH, multiples of 4) and frame rate.
+    room_composite: Literal["off", "after"] = "off"
+    room_composite_size: str = "640x360"
+    room_composite_fps: int = Field(15, ge=1, le=60)
     # A publisher that sends nothing for this long is disconnected (then the grace runs).
     publisher_timeout: Duration = timedelta(seconds=30)
     segment_duration: float = Field(2.0, ge=0.5, le=30)
@@ -228,6 +235,17 @@ class Settings(BaseSettings):
             raise ValueError(f"rungs are 720p, 480p and 360p; not {unknown}")
         return value
 
+    @field_validator("room_composite_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", value.lower())
+        if not match:
+            raise ValueError("a picture size such as 640x360")
+        width, height = (int(n) for n in match.groups())
+        if not (64 <= width <= 1920 and 64 <= height <= 1080) or width % 4 or height % 4:
+            raise ValueError("width 64-1920 and height 64-1080, both multiples of 4")
+        return f"{width}x{height}"
+
     @field_validator("reconnect_grace")
     @classmethod
     def _not_negative(cls, value: timedelta) -> timedelta:
@@ -292,6 +310,11 @@ class Settings(BaseSettings):
     def room_seats(self) -> dict[str, int]:
         """Seats per room kind, the creator's included."""
         return {"video": self.video_room_seats, "audio": self.audio_room_seats}
+
+    @property
+    def composite_size(self) -> tuple[int, int]:
+        width, height = self.room_composite_size.split("x")
+        return int(width), int(height)
 
     @property
     def embedded_store(self) -> bool:

@@ -200,8 +200,12 @@ class Recorder:
         uploader: Uploader,
         config: RecorderConfig,
         now: Callable[[], datetime] = utcnow,
+        on_mixed_video_ended: Callable[[str], object] | None = None,
     ) -> None:
         self.catalog = catalog
+        # Told the id of each ended video recording with a room mix (a room with hosts), in a
+        # worker thread: the composite grid's job is queued there (api/composite.py).
+        self.on_mixed_video_ended = on_mixed_video_ended
         self.indexer = SegmentIndexer(catalog, interval_s=config.index_interval_s)
         self.uploader = uploader
         self.config = config
@@ -451,6 +455,12 @@ class Recorder:
             self.catalog.end_recording(state.id, retention=self.config.retention, ended_at=ended_at)
 
         await asyncio.to_thread(end)
+        mixed_video = state.mix is not None and state.room.kind == "video"
+        if self.on_mixed_video_ended is not None and mixed_video:
+            try:
+                await asyncio.to_thread(self.on_mixed_video_ended, state.id)
+            except Exception:
+                log.exception("recording %s: its after-live work was not queued", state.id)
         log.info(
             "room %s: recording %s ended (%s), %d segments of %d seats",
             state.room.id,
@@ -765,7 +775,8 @@ class Recorder:
 
     def _finalise_from_catalog(self, recording: Recording) -> None:
         ended_at = recording.started_at
-        for rendition in self.catalog.renditions(recording.id):
+        renditions = self.catalog.renditions(recording.id)
+        for rendition in renditions:
             segments = self.catalog.find_segments(recording.id, rendition.name)
             if not segments:
                 continue
@@ -794,6 +805,12 @@ class Recorder:
             recording.id,
             ended_at.isoformat(),
         )
+        mixed = any(r.name == MIX for r in renditions)
+        if self.on_mixed_video_ended is not None and mixed and recording.kind == "video":
+            try:
+                self.on_mixed_video_ended(recording.id)
+            except Exception:
+                log.exception("recording %s: its after-live work was not queued", recording.id)
 
 
 def _indexed(fields: dict[str, Any], path: Path, error: BaseException | None) -> None:

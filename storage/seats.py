@@ -73,8 +73,10 @@ def seat_rendition(seat: int, name: str) -> str:
     return name if seat == CREATOR_SEAT else f"hosts/{seat}/{name}"
 
 
-# Renditions of the whole room, not of one seat: the live mix of every host's audio.
-ROOM_RENDITIONS = ("mix",)
+# Renditions of the whole room, not of one seat: the live mix of every host's audio, and the
+# composite grid video made after the live (AFTERLIVE_ROOM_COMPOSITE).
+ROOM_RENDITIONS = ("mix", "grid")
+GRID = "grid"
 ROOM = 0  # their "seat"
 
 
@@ -324,6 +326,76 @@ class SeatQueries:
             s.add(job)
         return job
 
+    # -- the composite grid (after the live) -------------------------------------------------
+
+    def start_room_composite(self, recording_id: str) -> Job:
+        """Queue the job that makes a recording's grid (it pins the recording while it runs)."""
+        with self.session() as s:
+            recording = s.get(Recording, recording_id)
+            if recording is None:
+                raise KeyError(recording_id)
+            room = s.get(Room, recording.room_id)
+            job = Job(
+                id=new_id(),
+                kind="composite",
+                status="queued",
+                progress=0,
+                recording_id=recording_id,
+                creator_id=room.creator_id if room is not None else None,
+                payload={},
+                created_at=self.now(),
+            )
+            s.add(job)
+        return job
+
+    def set_room_composite(
+        self,
+        recording_id: str,
+        *,
+        seats: Sequence[int],
+        rows: Sequence[dict[str, Any]],
+        rendition: dict[str, Any],
+    ) -> list[str]:
+        """In one transaction: the grid's segments become `rows` and its rendition `rendition`
+        (`set_rendition`'s arguments), if the recording is still ended and every seat the grid
+        was made from is still recorded (a host removed meanwhile must not come back in it:
+        RetentionConflict). Returns the keys of the grid it replaced, to delete."""
+        with self.session() as s:
+            recording = s.get(Recording, recording_id, with_for_update=True)
+            if recording is None or recording.status != "ended":
+                raise RetentionConflict(f"recording {recording_id} is not an ended recording")
+            recorded = set(
+                s.scalars(
+                    select(RecordingSeat.seat).where(
+                        RecordingSeat.recording_id == recording_id,
+                        RecordingSeat.recorded.is_(True),
+                    )
+                )
+            )
+            if not set(seats) <= recorded:
+                raise RetentionConflict(
+                    f"seat(s) {sorted(set(seats) - recorded)} of recording {recording_id} are no "
+                    "longer recorded (removed while the grid was made): not kept"
+                )
+            where = (Segment.recording_id == recording_id) & (Segment.rendition == GRID)
+            old = list(s.scalars(select(Segment.key).where(where)))
+            s.execute(sa_delete(Segment).where(where))
+            s.execute(
+                sa_delete(Rendition).where(
+                    Rendition.recording_id == recording_id, Rendition.name == GRID
+                )
+            )
+            s.add(Rendition(**({"codecs": "", "bandwidth": 0} | rendition)))
+            if rows:
+                s.execute(insert(Segment), [{"discontinuity": False} | r for r in rows])
+            count, size = s.execute(
+                select(
+                    func.count(Segment.id), func.coalesce(func.sum(Segment.size_bytes), 0)
+                ).where(Segment.recording_id == recording_id)
+            ).one()
+            recording.object_count, recording.byte_count = count, size
+        return old
+
     def remove_seat_from_recording(
         self,
         recording_id: str,
@@ -356,6 +428,14 @@ class SeatQueries:
                 if rendition_seat(name)[0] == seat
             }
             gone = [*names, ROOM_RENDITIONS[0]] if mix_rows else [*names]
+            # The grid shows the host: it goes too (the caller may make it again without them).
+            if s.scalar(
+                select(Rendition.id).where(
+                    Rendition.recording_id == recording_id, Rendition.name == GRID
+                )
+            ):
+                gone.append(GRID)
+                names.add(GRID)
             s.execute(
                 sa_delete(Segment).where(
                     Segment.recording_id == recording_id, Segment.rendition.in_(gone)
@@ -431,6 +511,7 @@ def _host_name(name: str) -> str:
 
 __all__ = [
     "CREATOR_SEAT",
+    "GRID",
     "Seat",
     "SeatQueries",
     "SeatsFull",

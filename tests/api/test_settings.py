@@ -62,6 +62,14 @@ def test_standard_aws_variables_configure_the_store(monkeypatch) -> None:
     assert "shh" not in repr(s)
 
 
+def test_the_room_composite_is_off_unless_asked_for(monkeypatch) -> None:
+    assert load_settings().room_composite == "off"
+    monkeypatch.setenv("AFTERLIVE_ROOM_COMPOSITE", "after")
+    monkeypatch.setenv("AFTERLIVE_ROOM_COMPOSITE_SIZE", "1280 x 720")
+    s = load_settings()
+    assert (s.room_composite, s.composite_size, s.room_composite_fps) == ("after", (1280, 720), 15)
+
+
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
@@ -75,6 +83,9 @@ def test_standard_aws_variables_configure_the_store(monkeypatch) -> None:
         ("AFTERLIVE_ADMIN_TOKEN", "short", "AFTERLIVE_ADMIN_TOKEN"),
         ("AWS_ENDPOINT_URL", "localhost:9000", "AWS_ENDPOINT_URL"),
         ("AFTERLIVE_LOG_LEVEL", "LOUD", "AFTERLIVE_LOG_LEVEL"),
+        ("AFTERLIVE_ROOM_COMPOSITE", "live", "AFTERLIVE_ROOM_COMPOSITE"),
+        ("AFTERLIVE_ROOM_COMPOSITE_SIZE", "640x362", "multiples of 4"),
+        ("AFTERLIVE_ROOM_COMPOSITE_SIZE", "big", "AFTERLIVE_ROOM_COMPOSITE_SIZE"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(monkeypatch, name, value, says) -> None:

@@ -22,13 +22,16 @@ def synthetic_input(
     audio_codec: str = "aac",
     video_bitrate: str | None = None,
     tone_spans: list[tuple[float, float]] | None = None,
+    picture: str = "testsrc2",
 ) -> list[str]:
     """ffmpeg arguments for H.264 + AAC (or AAC alone) test media, encoded on the fly.
     `tone_spans`: the tone sounds only inside these (start, end) seconds, silence elsewhere (a
-    host taking turns to speak), at the level of the steady tone (ffmpeg's `sine`: 1/8)."""
+    host taking turns to speak), at the level of the steady tone (ffmpeg's `sine`: 1/8).
+    `picture`: the lavfi video source, e.g. "color=c=red" for a host told apart by colour."""
     args = ["-re"]
     if video:
-        args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}"]
+        joiner = ":" if "=" in picture else "="
+        args += ["-f", "lavfi", "-i", f"{picture}{joiner}size={size}:rate={rate}"]
     if tone_spans is None:
         args += ["-f", "lavfi", "-i", f"sine=frequency={tone_hz}:sample_rate=44100"]
     else:
