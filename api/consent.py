@@ -29,6 +29,7 @@ from storage.catalog import MIX, Catalog
 from storage.models import Job
 from storage.seats import GRID, seat_rendition
 from storage.store import ObjectStore
+from transcode.mix import PRIMING_S
 from transcode.playlists import DateRange, MediaPlaylist, MediaSegment
 from transcode.remix import Stem, StemSegment, remix
 from transcode.segmenter import SegmentClosed
@@ -157,7 +158,10 @@ class HostRemovals:
         with ThreadPoolExecutor(STORE_REQUESTS_AT_ONCE, thread_name_prefix="remix-io") as io:
             list(io.map(lambda d: self.store.download(*d), downloads))
 
-        start = old_mix[0].start_at
+        # The mix's first segment opens with the encoder's priming, dated before the mix's
+        # start (`RoomMix.segment_start`): the new one starts where the old one did.
+        first_at = old_mix[0].start_at
+        start = first_at + timedelta(seconds=PRIMING_S)
         last = old_mix[-1]
         end = ended_at or last.start_at + timedelta(seconds=last.duration_s)
         made: list[SegmentClosed] = []
@@ -173,7 +177,7 @@ class HostRemovals:
         )
         rows, playlist = [], MediaPlaylist(segments=[], playlist_type="EVENT", ended=True)
         for seg in made:
-            at = start + timedelta(seconds=seg.start_s)
+            at = first_at + timedelta(seconds=seg.start_s)
             key = K.media_segment(recording_id, MIX, at, seg.sequence, "ts")
             rows.append(
                 {

@@ -24,6 +24,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     clip.add_argument("start", type=position, help="seconds, mm:ss or hh:mm:ss(.s)")
     clip.add_argument("end", type=position)
     clip.add_argument("--title", default=None)
+    clip.add_argument("--seat", type=int, default=None, help="one host's video, with the mix")
     clip.add_argument("--token", default=None, help=token_help)
     clip.set_defaults(run=_clip)
 
@@ -61,7 +62,8 @@ def _clip(settings: Settings, args: argparse.Namespace) -> int:
     clip = api.call(
         "POST",
         f"/api/recordings/{args.recording_id}/clips",
-        {"title": title, "start_s": args.start, "end_s": args.end},
+        {"title": title, "start_s": args.start, "end_s": args.end}
+        | ({} if args.seat is None else {"seat": args.seat}),
     )
     print(f"clip {clip['id']} queued", file=sys.stderr)
     done = _follow(api, f"/api/clips/{clip['id']}", "clip")

@@ -239,6 +239,13 @@ class ClipCreate(Peer):
     end_s: float | None = None
     start_at: Moment | None = Field(None, description="or wall-clock times, with a time zone")
     end_at: Moment | None = None
+    seat: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="one host's video (their seat), with the room mix as its sound; "
+        "none: the recording as it plays",
+    )
 
 
 class ClipSource(BaseModel):
@@ -256,6 +263,8 @@ class ClipOut(BaseModel):
     start_s: float
     end_s: float
     duration_s: float | None
+    seat: int | None = Field(description="the seat whose video this clip shows, if one")
+    host: str | None = Field(description="that seat's host, as named when they went live")
     created_at: datetime
     status_url: str
     playback_url: str | None = Field(description="master playlist, once done")

@@ -73,6 +73,10 @@ class MixLane:
         self._thread = threading.Thread(target=self._run, name=f"mix-{label}", daemon=True)
         self._thread.start()
 
+    def segment_start(self, segment: SegmentClosed) -> datetime:
+        """A mix segment's EXT-X-PROGRAM-DATE-TIME (`RoomMix.segment_start`)."""
+        return self.mix.segment_start(segment)
+
     # -- from the seats -----------------------------------------------------------------------
 
     def audio(self, seat: int, *, codec: str, extradata: bytes | None) -> None:

@@ -593,7 +593,7 @@ class Recorder:
                 )
                 playlist = MediaPlaylist(segments=[], playlist_type="EVENT", dateranges=state.turns)
                 state.renditions[MIX] = _Rendition(playlist=playlist, info=info)
-        self._add_segment(state, seg, mix.start + timedelta(seconds=seg.start_s))
+        self._add_segment(state, seg, mix.segment_start(seg))
         full = self.spool_full(self.config.spool_reserve_bytes)
         if full is not None:
             for session in state.publishers:

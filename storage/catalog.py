@@ -621,6 +621,7 @@ class Catalog(SeatQueries):
         title: str,
         start_s: float,
         end_s: float,
+        seat: int | None = None,
         job_limit: int | None = None,
     ) -> tuple[Clip, Job]:
         """A clip and the job that cuts it, in one transaction with the check that the
@@ -653,6 +654,7 @@ class Catalog(SeatQueries):
                 title=title,
                 start_s=start_s,
                 end_s=end_s,
+                seat=seat,
                 status="queued",
                 prefix=f"clips/{clip_id}/",
                 job_id=job_id,

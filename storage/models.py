@@ -219,6 +219,8 @@ class Clip(Base):
     title: Mapped[str] = mapped_column(String(300))
     start_s: Mapped[float] = mapped_column(Float)
     end_s: Mapped[float] = mapped_column(Float)
+    # One host's video (with the room mix as its sound); None: the recording as it plays.
+    seat: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(12), default="queued")
     prefix: Mapped[str] = mapped_column(String(500))
     duration_s: Mapped[float | None] = mapped_column(Float)

@@ -286,6 +286,26 @@ class SeatQueries:
                 if rendition_seat(name)[0] == seat
             }
 
+    def seat_removal(self, recording_id: str, seat: int) -> str | None:
+        """ "removed" when the seat's host was removed from the recording (consent), "being
+        removed" while that job waits or runs, else None."""
+        with self.session() as s:
+            events = s.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.recording_id == recording_id, AuditEvent.action == "remove_host"
+                )
+            ).all()
+            if any(e.detail.get("seat") == seat for e in events):
+                return "removed"
+            jobs = s.scalars(
+                select(Job).where(
+                    Job.recording_id == recording_id,
+                    Job.kind == "remove_host",
+                    Job.status.in_(("queued", "running")),
+                )
+            ).all()
+        return "being removed" if any(j.payload.get("seat") == seat for j in jobs) else None
+
     def start_host_removal(
         self, recording_id: str, seat: int, *, actor: str, creator_id: str | None
     ) -> Job:

@@ -58,6 +58,12 @@ REANCHOR_S = 0.040
 # How far ahead of the emitted point a seat's audio is kept (a publisher whose clock runs
 # ahead, a burst after a stall); beyond it, dropped. Bounds the buffer: 2 x this of floats.
 MAX_AHEAD_S = 5.0
+# Samples in an AAC frame: the encoder's priming, what the mix's timeline opens with.
+AAC_FRAME = 1024
+SAMPLE_RATE = 48000
+# How long the priming plays at the default rate: a mix segment's sample at `start_s` was
+# captured this much earlier.
+PRIMING_S = AAC_FRAME / SAMPLE_RATE
 # Decoded audio is resampled in batches of this much: PyAV's resampler costs ~60 us a call
 # whatever its size, 4 times the work of resampling one AAC frame (measured: 0.26% of a core
 # per seat frame by frame, 0.10% in batches of 4 frames). Held at most this long: well within
@@ -216,7 +222,7 @@ class RoomMix:
         on_segment: Callable[[SegmentClosed], None],
         label: str,
         target_s: float = 2.0,
-        sample_rate: int = 48000,
+        sample_rate: int = SAMPLE_RATE,
         bitrate: int = 96_000,
         jitter_s: float = 0.5,
         first_sequence: int = 0,
@@ -255,7 +261,7 @@ class RoomMix:
         encoder.options = {"aac_coder": aac_coder}
         encoder.open()
         self._encoder = encoder
-        self._frame = encoder.frame_size or 1024
+        self._frame = encoder.frame_size or AAC_FRAME
         self.latency_s = self._frame / sample_rate  # the priming the TS timeline starts with
         self._segments = _Segments(
             directory=Path(directory),
@@ -264,6 +270,13 @@ class RoomMix:
             first_sequence=first_sequence,
             on_segment=on_segment,
         )
+
+    def segment_start(self, segment: SegmentClosed) -> datetime:
+        """The wall-clock time of a segment's first sample as it plays, for its
+        EXT-X-PROGRAM-DATE-TIME: the TS timeline opens with the priming, so a sample at
+        `start_s` was captured `latency_s` earlier (dated at `start + start_s`, every mix
+        segment was one AAC frame, 21 ms, late against the hosts' own renditions)."""
+        return self.start + timedelta(seconds=segment.start_s - self.latency_s)
 
     # -- seats
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import HTTPException, Request, Response, status
 
+from api.clips import SeatUnavailable
 from api.deps import CurrentCreator, RuntimeDep, api_link, catalog_work, store_work
 from api.edge import edge_router
 from api.jobs import JOBS_FULL
@@ -28,6 +29,10 @@ def clip_out(clip: Clip, job: Job | None, request: Request, runtime) -> ClipOut:
     recording = runtime.catalog.recording(clip.recording_id)
     available = recording is not None and recording.status in ("live", "ended")
     done = clip.status == "done"
+    host = None
+    if clip.seat is not None:
+        sat = [s for s in runtime.catalog.recording_seats(clip.recording_id) if s.seat == clip.seat]
+        host = sat[0].name if sat else None
     return ClipOut(
         id=clip.id,
         title=clip.title,
@@ -37,6 +42,8 @@ def clip_out(clip: Clip, job: Job | None, request: Request, runtime) -> ClipOut:
         start_s=clip.start_s,
         end_s=clip.end_s,
         duration_s=clip.duration_s,
+        seat=clip.seat,
+        host=host,
         created_at=clip.created_at,
         status_url=api_link(request, "get_clip", clip_id=clip.id),
         playback_url=api_link(request, "clip_master", clip_id=clip.id) if done else None,
@@ -56,10 +63,16 @@ def clip_out(clip: Clip, job: Job | None, request: Request, runtime) -> ClipOut:
     status_code=status.HTTP_202_ACCEPTED,
     responses={
         403: {"description": "another creator's recording"},
-        404: {"description": "no such recording"},
-        409: {"description": "the recording is being deleted"},
-        410: {"description": "the recording expired or was taken down"},
-        422: {"description": "a malformed request, or a range outside the recording"},
+        404: {"description": "no such recording, or nobody sat in that seat"},
+        409: {"description": "the recording is being deleted, or that seat's host removed now"},
+        410: {
+            "description": "the recording expired or was taken down, or that seat's host was "
+            "removed from it"
+        },
+        422: {
+            "description": "a malformed request, a range outside the recording, or a seat not "
+            "recorded, without video, or without video in the range"
+        },
         429: JOBS_FULL,
     },
 )
@@ -71,7 +84,8 @@ async def create_clip(
     request: Request,
 ) -> ClipOut:
     """Cut `[start_s, end_s)` (or `[start_at, end_at)`) of a recording into a clip, live or
-    replay. Answers at once with the job; `status_url` gives its progress."""
+    replay; with `seat`, that host's video with the room mix as its sound. Answers at once with
+    the job; `status_url` gives its progress."""
 
     def create() -> ClipOut:
         recording = runtime.catalog.recording(recording_id)
@@ -91,6 +105,7 @@ async def create_clip(
             end_s=body.end_s,
             start_at=body.start_at,
             end_at=body.end_at,
+            seat=body.seat,
         )
         return clip_out(clip, job, request, runtime)
 
@@ -98,6 +113,8 @@ async def create_clip(
         return await catalog_work(runtime, create)
     except ClipRangeError as exc:
         raise HTTPException(422, str(exc)) from None
+    except SeatUnavailable as exc:
+        raise HTTPException(exc.status, str(exc)) from None
     except RecordingGone as exc:
         raise HTTPException(status.HTTP_410_GONE, str(exc)) from None
     except RetentionConflict as exc:

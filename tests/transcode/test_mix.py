@@ -186,6 +186,22 @@ def test_a_late_seat_comes_in_at_its_wall_time(room) -> None:
     assert abs(onset - (3.0 + mix.latency_s)) < 0.025, onset
 
 
+def test_segments_are_dated_when_what_they_carry_was_captured(room) -> None:
+    """EXT-X-PROGRAM-DATE-TIME: a segment's date plus a sample's offset in it is that sample's
+    capture time. The priming the TS timeline opens with plays before the mix's start; dated
+    from the start itself, every mix segment was one AAC frame (21 ms) late against the hosts'
+    own renditions."""
+    mix, closed, audio, _ = room
+    times = np.arange(2.8, 3.2, 0.001)
+    levels = np.array([level(audio, t, 500, window_s=0.02) for t in times])
+    onset = times[np.argmax(levels > AMPLITUDE / 2)]  # on the mix's TS timeline
+    seg = next(s for s, _ in closed if s.start_s <= onset < s.start_s + s.duration_s)
+    heard_at = mix.segment_start(seg) + timedelta(seconds=onset - seg.start_s)
+    # Seat 2 joined at 3 s (its wall times jittered by up to 5 ms).
+    assert abs((heard_at - wall(3.0)).total_seconds()) < 0.010, heard_at - wall(3.0)
+    assert mix.segment_start(closed[0][0]) == START - timedelta(seconds=mix.latency_s)
+
+
 def test_steady_seats_are_never_reanchored_by_jitter(room) -> None:
     mix, *_ = room
     # +-5 ms of wall-time jitter, and no re-anchoring (no clicks) but where seat 4 came back
