@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import av
 
+from api.jobmedia import download_all, store_made
 from api.jobs import JobRunner
 from storage import keys as K
 from storage.catalog import MIX, Catalog
@@ -36,11 +36,10 @@ from storage.seats import GRID, seat_rendition
 from storage.store import ObjectStore
 from transcode import composite as grid
 from transcode.codecs import avc1_codec
-from transcode.playlists import MasterPlaylist, MediaPlaylist, MediaSegment, Variant
+from transcode.playlists import MasterPlaylist, Variant
 
 log = logging.getLogger(__name__)
 
-STORE_REQUESTS_AT_ONCE = 8
 MODES = ("off", "after")
 
 
@@ -117,10 +116,7 @@ class RoomComposites:
             path = work / "mix" / seg.key.rsplit("/", 1)[1]
             downloads.append((seg.key, path))
             mix_paths.append(path)
-        for _, path in downloads:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(STORE_REQUESTS_AT_ONCE, thread_name_prefix="grid-io") as io:
-            list(io.map(lambda d: self.store.download(*d), downloads))
+        download_all(self.store, downloads, "grid")
         progress(0.2)
 
         start = mix[0].start_at
@@ -145,33 +141,9 @@ class RoomComposites:
         )
         progress(0.9)
 
-        rows, playlist = [], MediaPlaylist(segments=[], playlist_type="VOD", ended=True)
-        for seg in made:
-            at = start + timedelta(seconds=seg.start_s)
-            key = K.media_segment(recording_id, GRID, at, seg.sequence, "ts")
-            rows.append(
-                {
-                    "recording_id": recording_id,
-                    "rendition": GRID,
-                    "sequence": seg.sequence,
-                    "start_at": at,
-                    "duration_s": seg.duration_s,
-                    "key": key,
-                    "size_bytes": seg.size_bytes,
-                }
-            )
-            playlist.segments.append(
-                MediaSegment(
-                    uri=key.rsplit("/", 1)[1], duration_s=seg.duration_s, program_date_time=at
-                )
-            )
-        with ThreadPoolExecutor(STORE_REQUESTS_AT_ONCE, thread_name_prefix="grid-io") as io:
-            list(
-                io.map(
-                    lambda pair: self.store.put_file(pair[0]["key"], pair[1].path),
-                    zip(rows, made, strict=True),
-                )
-            )
+        rows, playlist = store_made(
+            self.store, recording_id, GRID, made, start, playlist_type="VOD", label="grid"
+        )
         self.store.put_bytes(K.media_playlist(recording_id, GRID), playlist.render().encode())
         peak = max(s.size_bytes * 8 / max(s.duration_s, self.segment_s / 2) for s in made)
         rendition = {

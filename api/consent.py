@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from api.composite import write_master
+from api.jobmedia import download_all, store_made
 from api.jobs import JobRunner
 from storage import keys as K
 from storage.catalog import MIX, Catalog
@@ -30,13 +30,11 @@ from storage.models import Job
 from storage.seats import GRID, seat_rendition
 from storage.store import ObjectStore
 from transcode.mix import PRIMING_S
-from transcode.playlists import DateRange, MediaPlaylist, MediaSegment
+from transcode.playlists import DateRange
 from transcode.remix import Stem, StemSegment, remix
 from transcode.segmenter import SegmentClosed
 
 log = logging.getLogger(__name__)
-
-STORE_REQUESTS_AT_ONCE = 8
 
 
 class HostRemovals:
@@ -151,12 +149,10 @@ class HostRemovals:
             segments = []
             for seg in by_name.get(name, ()):
                 path = work / "stems" / name / seg.key.rsplit("/", 1)[1]
-                path.parent.mkdir(parents=True, exist_ok=True)
                 downloads.append((seg.key, path))
                 segments.append(StemSegment(path=path, start_at=seg.start_at))
             stems.append(Stem(seat=other.seat, segments=segments))
-        with ThreadPoolExecutor(STORE_REQUESTS_AT_ONCE, thread_name_prefix="remix-io") as io:
-            list(io.map(lambda d: self.store.download(*d), downloads))
+        download_all(self.store, downloads, "remix")
 
         # The mix's first segment opens with the encoder's priming, dated before the mix's
         # start (`RoomMix.segment_start`): the new one starts where the old one did.
@@ -175,33 +171,9 @@ class HostRemovals:
             first_sequence=last.sequence + 1,  # new keys: no cache anywhere holds the old mix
             label=f"recording {recording_id} remix",
         )
-        rows, playlist = [], MediaPlaylist(segments=[], playlist_type="EVENT", ended=True)
-        for seg in made:
-            at = first_at + timedelta(seconds=seg.start_s)
-            key = K.media_segment(recording_id, MIX, at, seg.sequence, "ts")
-            rows.append(
-                {
-                    "recording_id": recording_id,
-                    "rendition": MIX,
-                    "sequence": seg.sequence,
-                    "start_at": at,
-                    "duration_s": seg.duration_s,
-                    "key": key,
-                    "size_bytes": seg.size_bytes,
-                }
-            )
-            playlist.segments.append(
-                MediaSegment(
-                    uri=key.rsplit("/", 1)[1], duration_s=seg.duration_s, program_date_time=at
-                )
-            )
-        with ThreadPoolExecutor(STORE_REQUESTS_AT_ONCE, thread_name_prefix="remix-io") as io:
-            list(
-                io.map(
-                    lambda pair: self.store.put_file(pair[0]["key"], pair[1].path),
-                    zip(rows, made, strict=True),
-                )
-            )
+        rows, playlist = store_made(
+            self.store, recording_id, MIX, made, first_at, playlist_type="EVENT", label="remix"
+        )
         names = {s.seat: s.name for s in self.catalog.recording_seats(recording_id)}
         playlist.dateranges = [
             DateRange(
