@@ -16,8 +16,9 @@ from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.playback import check_playable
 from api.runtime import Runtime
-from storage.models import Creator
+from storage.models import Creator, Recording
 
 T = TypeVar("T")
 
@@ -129,3 +130,18 @@ AUTH_DEPENDENCIES: dict[Callable[..., Any], dict[int, str]] = {
 async def authenticate(dependency: Callable[..., Any], request: Request) -> Any:
     """Run an auth dependency from the request's headers alone, before its body."""
     return await dependency(request, await get_runtime(request), await _bearer(request))
+
+
+def own_playable(runtime: Runtime, recording_id: str, creator: Creator) -> Recording:
+    """A recording of the creator's own room that can still be played (catalog work: call it
+    off the event loop): 404, 403, or 410 saying when and why it went."""
+    recording = runtime.catalog.recording(recording_id)
+    if recording is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no recording {recording_id}")
+    room = runtime.catalog.room(recording.room_id)
+    if room is None or room.creator_id != creator.id:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "this recording belongs to another creator's room"
+        )
+    check_playable(recording)
+    return recording

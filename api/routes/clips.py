@@ -5,10 +5,9 @@ from __future__ import annotations
 from fastapi import HTTPException, Request, Response, status
 
 from api.clips import SeatUnavailable
-from api.deps import CurrentCreator, RuntimeDep, api_link, catalog_work, store_work
+from api.deps import CurrentCreator, RuntimeDep, api_link, catalog_work, own_playable, store_work
 from api.edge import edge_router
 from api.jobs import JOBS_FULL
-from api.playback import check_playable
 from api.routes.recordings import _PLAYLIST_RESPONSES, _playlist
 from api.schemas import ClipCreate, ClipOut, ClipSource, PathId, RenditionName
 from storage import keys as K
@@ -88,15 +87,7 @@ async def create_clip(
     the job; `status_url` gives its progress."""
 
     def create() -> ClipOut:
-        recording = runtime.catalog.recording(recording_id)
-        if recording is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no recording {recording_id}")
-        room = runtime.catalog.room(recording.room_id)
-        if room is None or room.creator_id != creator.id:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, "this recording belongs to another creator's room"
-            )
-        check_playable(recording)
+        recording = own_playable(runtime, recording_id, creator)
         clip, job = runtime.clips.create(
             recording,
             creator_id=creator.id,

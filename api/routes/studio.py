@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request, status
+from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentCreator, RuntimeDep, catalog_work, store_work
+from api.deps import CurrentCreator, RuntimeDep, catalog_work, own_playable, store_work
 from api.edge import edge_router
-from api.playback import check_playable
 from api.schemas import PathId
 from storage.catalog import SOURCE, Catalog
-from storage.models import Creator, Segment
+from storage.models import Segment
 from storage.store import ObjectStore
 from transcode.waveform import PeakMeter, downsample
 
@@ -189,7 +188,7 @@ async def recording_waveform(
     values over the whole recording so far, each `seconds_per_point` long."""
 
     def build() -> WaveformOut:
-        _own_playable(runtime, recording_id, creator)
+        own_playable(runtime, recording_id, creator)
         fine, duration_s = waveforms_of(request.app, runtime).of(recording_id)
         values, factor = downsample(fine, points=points)
         return WaveformOut(
@@ -217,7 +216,7 @@ async def recording_lanes(
     mix). A recording with one host and no turns has no lanes."""
 
     def build() -> LanesOut:
-        _own_playable(runtime, recording_id, creator)
+        own_playable(runtime, recording_id, creator)
         catalog = runtime.catalog
         lanes = {
             s.seat: LaneOut(seat=s.seat, host=s.name, turns=[])
@@ -232,15 +231,3 @@ async def recording_lanes(
         return LanesOut(lanes=[lanes[seat] for seat in sorted(lanes)])
 
     return await catalog_work(runtime, build)
-
-
-def _own_playable(runtime, recording_id: str, creator: Creator) -> None:
-    recording = runtime.catalog.recording(recording_id)
-    if recording is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no recording {recording_id}")
-    room = runtime.catalog.room(recording.room_id)
-    if room is None or room.creator_id != creator.id:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, "this recording belongs to another creator's room"
-        )
-    check_playable(recording)
